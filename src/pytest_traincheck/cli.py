@@ -1,0 +1,244 @@
+"""The ``traincheck`` command: lint, rules, explain, data."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Optional, Sequence
+
+from pytest_traincheck import __version__
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _codes(value: str) -> list[str]:
+    return [part.strip().upper() for part in value.split(",") if part.strip()]
+
+
+def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    from pytest_traincheck.report import format_names
+
+    lint = sub.add_parser("lint", help="find training mistakes in Python files without running them")
+    lint.add_argument("paths", nargs="*", type=Path, default=None,
+                      help="files or folders to lint (default: the current folder); '-' reads standard input")
+    lint.add_argument("--fix", action="store_true", help="apply safe fixes in place")
+    lint.add_argument("--unsafe-fixes", action="store_true", help="also apply fixes that may change behaviour")
+    lint.add_argument("--diff", action="store_true", help="print the fixes as a unified diff; change no file")
+    lint.add_argument("--output-format", choices=format_names(), default="text",
+                      help="text/concise (one line each), full (with code frames), json, github, sarif, junit")
+    lint.add_argument("--select", type=_codes, help="only these codes or prefixes, comma-separated (e.g. TRN1,TRN201)")
+    lint.add_argument("--ignore", type=_codes, help="skip these codes or prefixes")
+    lint.add_argument("--extend-select", type=_codes, help="add these codes to the selection (e.g. off-by-default rules)")
+    lint.add_argument("--exclude", type=lambda v: v.split(","), help="replace the excluded patterns")
+    lint.add_argument("--extend-exclude", type=lambda v: v.split(","), help="add excluded patterns")
+    lint.add_argument("--config", type=Path, help="read settings from this pyproject.toml or traincheck.toml")
+    lint.add_argument("--isolated", action="store_true", help="ignore every configuration file")
+    lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+    lint.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary line")
+    lint.add_argument("--statistics", action="store_true", help="print the number of findings per code")
+    lint.add_argument("--stdin-filename", help="the name to report for code read from standard input")
+    lint.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: the number of cores)")
+    lint.set_defaults(handler=_run_lint)
+
+
+def _stdin_lint(args: argparse.Namespace, config: object) -> int:
+    from pytest_traincheck.report import FormatOptions, LintSummary, render
+    from pytest_traincheck.rules import engine
+
+    data = sys.stdin.buffer.read()
+    shown = args.stdin_filename or "-"
+    settings = engine.settings_from(config, fix=args.fix or args.diff, unsafe_fixes=args.unsafe_fixes)  # type: ignore[arg-type]
+    result = engine.lint_bytes(shown, data, settings)
+    summary = LintSummary(findings=engine.settle([result]), files_checked=1, fixed=result.fixed)
+    if args.fix and not args.diff:
+        # With --fix on stdin, the fixed code goes to stdout, like ruff and black.
+        sys.stdout.write(result.fixed_source if result.fixed_source is not None else data.decode("utf-8", "replace"))
+        return EXIT_CLEAN
+    if args.diff:
+        _print_diff(shown, data.decode("utf-8", "replace"), result.fixed_source)
+        return EXIT_FINDINGS if result.fixed_source else EXIT_CLEAN
+    sys.stdout.write(render(summary, args.output_format, _format_options(args, {shown: data.decode("utf-8", "replace")})))
+    return EXIT_FINDINGS if summary.findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _format_options(args: argparse.Namespace, sources: Optional[dict[str, str]] = None) -> object:
+    from pytest_traincheck.report import FormatOptions
+
+    return FormatOptions(statistics=args.statistics, quiet=args.quiet, sources=sources, unsafe_fixes=args.unsafe_fixes)
+
+
+def _print_diff(shown: str, old: str, new: Optional[str]) -> None:
+    if new is None or new == old:
+        return
+    sys.stdout.writelines(
+        difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{shown}", f"b/{shown}")
+    )
+
+
+def _load_config(args: argparse.Namespace, paths: Sequence[Path]) -> object:
+    from pytest_traincheck.config import LintConfig, load_config, override
+
+    if args.isolated:
+        config = LintConfig()
+    else:
+        start = paths[0] if paths and str(paths[0]) != "-" and paths[0].exists() else Path.cwd()
+        config = load_config(args.config, start=start)
+    return override(
+        config,
+        select=args.select,
+        ignore=args.ignore,
+        extend_select=args.extend_select,
+        exclude=args.exclude,
+        extend_exclude=args.extend_exclude,
+    )
+
+
+def _run_lint(args: argparse.Namespace) -> int:
+    from pytest_traincheck.report import render
+    from pytest_traincheck.rules import engine, fixer
+
+    paths = list(args.paths or [Path(".")])
+    config = _load_config(args, paths)
+    if [str(p) for p in paths] == ["-"]:
+        return _stdin_lint(args, config)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    jobs = args.jobs or engine.default_jobs()
+    summary, results, by_name = engine.lint_paths(paths, config, fix=args.fix or args.diff,  # type: ignore[arg-type]
+                                                  unsafe_fixes=args.unsafe_fixes, jobs=jobs)
+    for result in results:
+        if result.fixed_source is None:
+            continue
+        path = by_name[result.path]
+        if args.diff:
+            _print_diff(result.path, path.read_text(encoding="utf-8", errors="replace"), result.fixed_source)
+        else:
+            fixer.write_atomic(path, result.fixed_source, result.encoding)
+    if args.diff:
+        return EXIT_FINDINGS if summary.fixed else EXIT_CLEAN
+    sources = _sources(summary.findings, by_name) if args.output_format == "full" else None
+    sys.stdout.write(render(summary, args.output_format, _format_options(args, sources)))
+    if summary.internal_errors:
+        return EXIT_ERROR
+    return EXIT_FINDINGS if summary.findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _sources(findings: Sequence[object], by_name: dict[str, Path]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in {f.path for f in findings}:  # type: ignore[attr-defined]
+        path = by_name.get(name)
+        if path is not None:
+            try:
+                out[name] = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                pass
+    return out
+
+
+def _run_rules(args: argparse.Namespace) -> int:
+    from pytest_traincheck import catalog
+    from pytest_traincheck.rules.registry import all_rules
+
+    rules = {rule.CODE: rule for rule in all_rules()}
+    rows = [("code", "name", "fix", "default", "kind", "summary")]
+    for code, entry in catalog.CATALOG.items():
+        if code in ("TRN000", "TRN001"):
+            continue
+        rule = rules.get(code)
+        if args.static and rule is None:
+            continue
+        fix = ("safe" if rule.FIX_SAFE else "unsafe") if rule is not None and rule.fixable() else "-"
+        default = ("on" if rule.DEFAULT_ON else "off") if rule is not None else "-"
+        kind = "static" if rule is not None else "dynamic"
+        rows.append((code, entry.slug, fix, default, kind, entry.summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
+    return EXIT_CLEAN
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from pytest_traincheck import catalog
+    from pytest_traincheck.rules.registry import all_rules
+
+    code = args.code.upper()
+    if code not in catalog.CATALOG:
+        code = catalog.SLUGS.get(args.code.lower(), code)
+    if code not in catalog.CATALOG:
+        raise UsageError(f"unknown rule {args.code!r}; `traincheck rules` lists them")
+    entry = catalog.CATALOG[code]
+    print(f"# {entry.code} {entry.slug}\n")
+    rule = next((r for r in all_rules() if r.CODE == code), None)
+    if rule is not None and rule.docs():
+        print(rule.docs())
+    else:
+        print(entry.summary)
+        print(f"\n## Fix\n{entry.fix}")
+    if entry.seed:
+        print(f"\nFrom the seed guide: \"{entry.seed}\".")
+    return EXIT_CLEAN
+
+
+def build_parser() -> _Parser:
+    """Build the argument parser of every subcommand."""
+    parser = _Parser(prog="traincheck", description="Catch the silent mistakes of PyTorch training code.")
+    parser.add_argument("--version", action="version", version=f"traincheck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_lint(sub)
+    rules = sub.add_parser("rules", help="list every rule and check with its code")
+    rules.add_argument("--static", action="store_true", help="only the lint rules")
+    rules.set_defaults(handler=_run_rules)
+    explain = sub.add_parser("explain", help="print the documentation of one rule")
+    explain.add_argument("code", help="a code such as TRN101, or a slug such as missing-zero-grad")
+    explain.set_defaults(handler=_run_explain)
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+# Subcommands contributed by other modules (e.g. `data`), registered on import.
+_EXTRA_COMMANDS: list[Callable[["argparse._SubParsersAction[_Parser]"], None]] = []
+
+
+def _load_extra_commands() -> None:
+    try:
+        import pytest_traincheck.data_cli  # noqa: F401  (registers `traincheck data`)
+    except ImportError:
+        pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the exit code."""
+    from pytest_traincheck.config import ConfigError
+    from pytest_traincheck.rules.discovery import PathError
+
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.handler(args))
+    except (UsageError, ConfigError, PathError) as exc:
+        print(f"traincheck: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("traincheck: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_CLEAN
+    except Exception as exc:  # pragma: no cover - the last line of defence
+        print(f"traincheck: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,1 @@
+"""Static lint rules: one module per rule, discovered by ``registry.all_rules``."""

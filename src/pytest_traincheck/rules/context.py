@@ -1,0 +1,72 @@
+"""Per-file state shared by every rule: the tree, imports, metadata and raw findings."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from pytest_traincheck.rules.base import RawFinding, dotted_name
+
+
+class FileContext:
+    """Everything rules know about one file during its single traversal."""
+
+    def __init__(self, path: str, source: str, module: cst.Module, wrapper: MetadataWrapper) -> None:
+        self.path = path
+        self.source = source
+        self.module = module
+        self.wrapper = wrapper
+        self.raw: list[RawFinding] = []
+        # local alias -> fully qualified name, filled in source order by ImportTracker
+        self.imports: dict[str, str] = {}
+
+    def qualname(self, node: Optional[cst.CSTNode]) -> Optional[str]:
+        """Resolve a Name/Attribute chain through the imports seen so far."""
+        dotted = dotted_name(node)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        base = self.imports.get(head)
+        if base is None:
+            return None
+        return f"{base}.{rest}" if rest else base
+
+    def is_torch(self, node: Optional[cst.CSTNode], *names: str) -> bool:
+        """True if ``node`` resolves to one of the fully qualified ``names``."""
+        return self.qualname(node) in names
+
+
+class ImportTracker(cst.BatchableCSTVisitor):
+    """Record import aliases as the traversal meets them (it runs before the rules)."""
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            full = dotted_name(alias.name)
+            if full is None:
+                continue
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self.context.imports[alias.asname.name.value] = full
+            else:
+                head = full.split(".")[0]
+                self.context.imports[head] = head
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
+            return
+        module = dotted_name(node.module)
+        if module is None:
+            return
+        for alias in node.names:
+            name = dotted_name(alias.name)
+            if name is None:
+                continue
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            self.context.imports[local] = f"{module}.{name}"

@@ -1,0 +1,240 @@
+"""Per-file facts about model classes, merged across the run in the project pass.
+
+Rules that need to know about a class defined in another file (``Net``'s
+forward returns softmax; ``Seq2Seq`` holds an LSTM) report a deferred finding
+with a ``Condition``; the project pass settles it against the merged facts.
+Facts are plain data so they can cross process boundaries and be cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import libcst as cst
+
+from pytest_traincheck.rules.base import (
+    RECURRENT_LAYERS,
+    SOFTMAX_FUNCS,
+    Condition,
+    dotted_name,
+    is_module_subclass_base,
+    self_attr,
+)
+from pytest_traincheck.rules.context import FileContext
+
+_ACTIVATION_MODULES = {
+    "torch.nn.Softmax": "softmax",
+    "torch.nn.LogSoftmax": "log_softmax",
+    "torch.nn.Sigmoid": "sigmoid",
+}
+_ACTIVATION_FUNCS = {
+    "torch.softmax": "softmax",
+    "torch.nn.functional.softmax": "softmax",
+    "torch.special.softmax": "softmax",
+    "torch.log_softmax": "log_softmax",
+    "torch.nn.functional.log_softmax": "log_softmax",
+    "torch.special.log_softmax": "log_softmax",
+    "torch.sigmoid": "sigmoid",
+    "torch.nn.functional.sigmoid": "sigmoid",
+    "torch.special.expit": "sigmoid",
+}
+_ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
+
+
+@dataclass
+class ClassFacts:
+    """What one class definition says about itself."""
+
+    name: str
+    bases: list[str] = field(default_factory=list)  # qualified where the imports allow
+    returns: list[str] = field(default_factory=list)  # activations ending forward's return values
+    recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU
+    direct_module: bool = False  # a base is nn.Module (or Lightning's)
+
+
+@dataclass
+class FileFacts:
+    """Facts from one file: its classes by name."""
+
+    classes: dict[str, ClassFacts] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return plain data for the cache."""
+        return {name: vars(facts) for name, facts in self.classes.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, object]]) -> "FileFacts":
+        """Rebuild from ``to_dict`` output."""
+        return cls({name: ClassFacts(**values) for name, values in data.items()})  # type: ignore[arg-type]
+
+
+class ProjectFacts:
+    """The merged facts of every file in the run."""
+
+    def __init__(self, files: Iterable[FileFacts]) -> None:
+        self.classes: dict[str, list[ClassFacts]] = {}
+        for facts in files:
+            for name, cls in facts.classes.items():
+                self.classes.setdefault(name, []).append(cls)
+
+    def _short(self, name: str) -> str:
+        return name.rsplit(".", 1)[-1]
+
+    def is_module(self, name: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if every class of that name derives (transitively) from nn.Module."""
+        seen = _seen or set()
+        short = self._short(name)
+        if short in seen or short not in self.classes:
+            return False
+        seen.add(short)
+        return all(
+            c.direct_module or any(self.is_module(b, seen) for b in c.bases) for c in self.classes[short]
+        )
+
+    def returns(self, name: str, activation: str) -> bool:
+        """True if every class of that name returns only ``activation`` from forward (inherited too)."""
+        short = self._short(name)
+        found = self.classes.get(short)
+        if not found:
+            return False
+        return all(
+            (bool(c.returns) and all(r == activation for r in c.returns))
+            or (not c.returns and any(self.returns(b, activation) for b in c.bases if self._short(b) != short))
+            for c in found
+        )
+
+    def recurrent(self, name: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if some class of that name (or a base of it) holds a recurrent layer."""
+        seen = _seen or set()
+        short = self._short(name)
+        if short in seen:
+            return False
+        seen.add(short)
+        return any(c.recurrent or any(self.recurrent(b, seen) for b in c.bases) for c in self.classes.get(short, []))
+
+    def holds(self, condition: Condition) -> bool:
+        """Settle a deferred finding's condition."""
+        if condition.kind == "returns":
+            return self.is_module(condition.name) and self.returns(condition.name, condition.value)
+        if condition.kind == "recurrent":
+            return self.is_module(condition.name) and self.recurrent(condition.name)
+        if condition.kind == "not-recurrent":
+            return not self.recurrent(condition.name)
+        raise ValueError(f"unknown condition kind {condition.kind!r}")
+
+
+def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:
+    """Return 'softmax' / 'log_softmax' / 'sigmoid' if ``expr`` is such a call, else None.
+
+    ``layers`` maps ``self.<attr>`` names to the activation of the module stored there.
+    """
+    if not isinstance(expr, cst.Call):
+        return None
+    qual = context.qualname(expr.func)
+    if qual in _ACTIVATION_FUNCS:
+        return _ACTIVATION_FUNCS[qual]
+    if qual in _ACTIVATION_MODULES:  # nn.Softmax(dim=1)(x)
+        return None
+    func = expr.func
+    if isinstance(func, cst.Call):  # nn.Softmax(dim=1)(x)
+        inner = context.qualname(func.func)
+        return _ACTIVATION_MODULES.get(inner or "")
+    attr = self_attr(func)
+    if attr is not None:
+        return layers.get(attr)
+    if isinstance(func, cst.Attribute) and func.attr.value in _ACTIVATION_METHODS and qual is None:
+        return _ACTIVATION_METHODS[func.attr.value]
+    return None
+
+
+def module_activation(context: FileContext, expr: cst.BaseExpression) -> Optional[str]:
+    """Return the activation a module constructor produces (``nn.Softmax`` or a Sequential ending in one)."""
+    if not isinstance(expr, cst.Call):
+        return None
+    qual = context.qualname(expr.func)
+    if qual in _ACTIVATION_MODULES:
+        return _ACTIVATION_MODULES[qual]
+    if qual == "torch.nn.Sequential" and expr.args and not expr.args[-1].star:
+        return module_activation(context, expr.args[-1].value)
+    return None
+
+
+def contains_recurrent(context: FileContext, expr: cst.BaseExpression) -> bool:
+    """True if ``expr`` constructs an RNN/LSTM/GRU (also inside Sequential/ModuleList)."""
+    if not isinstance(expr, cst.Call):
+        return False
+    if context.qualname(expr.func) in RECURRENT_LAYERS:
+        return True
+    return any(contains_recurrent(context, arg.value) for arg in expr.args)
+
+
+class FactsCollector(cst.BatchableCSTVisitor):
+    """Collect ClassFacts for every top-level or nested class during the traversal."""
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.facts = FileFacts()
+        self._stack: list[tuple[ClassFacts, dict[str, str]]] = []
+        self._in_forward = 0
+        self._locals: list[dict[str, str]] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        bases = []
+        direct = False
+        for arg in node.bases:
+            qual = self.context.qualname(arg.value) or dotted_name(arg.value) or ""
+            direct = direct or is_module_subclass_base(qual)
+            bases.append(qual)
+        facts = ClassFacts(node.name.value, bases=bases, direct_module=direct)
+        self._stack.append((facts, {}))
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        facts, _ = self._stack.pop()
+        self.facts.classes[facts.name] = facts
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if not self._stack:
+            return
+        facts, layers = self._stack[-1]
+        for target in node.targets:
+            attr = self_attr(target.target)
+            if attr is not None:
+                activation = module_activation(self.context, node.value)
+                if activation:
+                    layers[attr] = activation
+                facts.recurrent = facts.recurrent or contains_recurrent(self.context, node.value)
+            elif self._in_forward and isinstance(target.target, cst.Name) and self._locals:
+                activation = activation_of(self.context, node.value, layers)
+                local_scope = self._locals[-1]
+                if activation:
+                    local_scope[target.target.value] = activation
+                else:
+                    local_scope.pop(target.target.value, None)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self._stack and node.name.value == "forward":
+            self._in_forward += 1
+            self._locals.append({})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if self._stack and original_node.name.value == "forward":
+            self._in_forward -= 1
+            self._locals.pop()
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if not self._stack or not self._in_forward or node.value is None:
+            return
+        facts, layers = self._stack[-1]
+        value = node.value
+        activation = activation_of(self.context, value, layers)
+        if activation is None and isinstance(value, cst.Name) and self._locals:
+            activation = self._locals[-1].get(value.value)
+        if activation is None:
+            attr = self_attr(value.func) if isinstance(value, cst.Call) else None
+            activation = layers.get(attr) if attr else None
+        if activation and activation not in facts.returns:
+            facts.returns.append(activation)
+        elif activation is None and "logits" not in facts.returns:
+            facts.returns.append("logits")  # any other return: not provably an activation
