@@ -48,7 +48,11 @@ def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
     lint.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary line")
     lint.add_argument("--statistics", action="store_true", help="print the number of findings per code")
     lint.add_argument("--stdin-filename", help="the name to report for code read from standard input")
-    lint.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: the number of cores)")
+    lint.add_argument("--jobs", "-j", type=int, default=None,
+                      help="worker processes (default: the number of cores; one or two files run serially)")
+    lint.add_argument("--cache-dir", type=Path, default=None,
+                      help="where per-file results are cached (default: .traincheck_cache beside the config)")
+    lint.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     lint.set_defaults(handler=_run_lint)
 
 
@@ -115,8 +119,9 @@ def _run_lint(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     jobs = args.jobs or engine.default_jobs()
+    cache_dir = None if args.no_cache else (args.cache_dir or config.root / ".traincheck_cache")  # type: ignore[attr-defined]
     summary, results, by_name = engine.lint_paths(paths, config, fix=args.fix or args.diff,  # type: ignore[arg-type]
-                                                  unsafe_fixes=args.unsafe_fixes, jobs=jobs)
+                                                  unsafe_fixes=args.unsafe_fixes, jobs=jobs, cache_dir=cache_dir)
     for result in results:
         if result.fixed_source is None:
             continue

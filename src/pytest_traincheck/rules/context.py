@@ -13,8 +13,17 @@ from pytest_traincheck.rules.base import RawFinding, dotted_name
 class FileContext:
     """Everything rules know about one file during its single traversal."""
 
-    def __init__(self, path: str, source: str, module: cst.Module, wrapper: MetadataWrapper) -> None:
+    def __init__(
+        self,
+        path: str,
+        source: str,
+        module: cst.Module,
+        wrapper: MetadataWrapper,
+        torch_version: Optional[str] = None,
+    ) -> None:
         self.path = path
+        # The torch the project targets ("2.5.1"), from config or its declared dependency; None: current.
+        self.torch_version = torch_version
         self.source = source
         self.module = module
         self.wrapper = wrapper

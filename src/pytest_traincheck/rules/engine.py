@@ -14,7 +14,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from pytest_traincheck.config import LintConfig
 from pytest_traincheck.report import Finding, LintSummary, sorted_findings
-from pytest_traincheck.rules import fixer
+from pytest_traincheck.rules import cache, fixer
 from pytest_traincheck.rules.base import Condition, RawFinding, Rule
 from pytest_traincheck.rules.context import FileContext, ImportTracker
 from pytest_traincheck.rules.discovery import discover, display_path
@@ -37,6 +37,11 @@ class Settings:
     unsafe_fixes: bool = False
     torch_version: Optional[str] = None
     root: str = "."
+    cache_dir: Optional[str] = None  # None: no cache
+
+    def signature(self) -> tuple[object, ...]:
+        """Return what, besides the file's bytes, decides its findings."""
+        return (self.codes, sorted(self.per_file_ignores.items()), self.unsafe_fixes, self.torch_version)
 
     def rules(self) -> list[type[Rule]]:
         """Return the enabled rule classes."""
@@ -162,7 +167,7 @@ def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Opt
     if error is not None:
         result.findings.append(error)  # a file that does not parse is always reported
         return result, None, []
-    context = FileContext(path, text, module, MetadataWrapper(module, unsafe_skip_copy=True))
+    context = FileContext(path, text, module, MetadataWrapper(module, unsafe_skip_copy=True), settings.torch_version)
     try:
         facts, failures = _traverse(context, rules)
     except RecursionError:
@@ -220,7 +225,16 @@ def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
         data = path.read_bytes()
     except OSError as exc:
         return FileResult(shown, findings=[_syntax_finding(shown, 1, 1, f"cannot read file: {exc.strerror}")])
-    return lint_bytes(shown, data, settings)
+    if settings.cache_dir is None or settings.fix:
+        return lint_bytes(shown, data, settings)
+    key = cache.entry_key(shown, data, settings)
+    cached = cache.load(Path(settings.cache_dir), key)
+    if cached is not None:
+        return cached
+    result = lint_bytes(shown, data, settings)
+    if not result.internal_error:
+        cache.store(Path(settings.cache_dir), key, result)
+    return result
 
 
 def _worker(args: tuple[Path, str, Settings]) -> FileResult:
@@ -238,10 +252,12 @@ def settle(results: Iterable[FileResult]) -> list[Finding]:
     return sorted_findings(findings)
 
 
-def settings_from(config: LintConfig, *, fix: bool = False, unsafe_fixes: bool = False) -> Settings:
+def settings_from(config: LintConfig, *, fix: bool = False, unsafe_fixes: bool = False,
+                  cache_dir: Optional[Path] = None) -> Settings:
     """Build worker settings from the merged configuration."""
     codes = tuple(rule.CODE for rule in all_rules() if config.enabled(rule.CODE, rule.DEFAULT_ON))
-    return Settings(codes, dict(config.per_file_ignores), fix, unsafe_fixes, config.torch_version, str(config.root))
+    return Settings(codes, dict(config.per_file_ignores), fix, unsafe_fixes, config.torch_version,
+                    str(config.root), str(cache_dir) if cache_dir is not None else None)
 
 
 def run_files(
@@ -275,10 +291,10 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def lint_paths(paths: Sequence[Path], config: LintConfig, *, fix: bool = False,
-               unsafe_fixes: bool = False, jobs: int = 1) -> tuple[LintSummary, list[FileResult], dict[str, Path]]:
+def lint_paths(paths: Sequence[Path], config: LintConfig, *, fix: bool = False, unsafe_fixes: bool = False,
+               jobs: int = 1, cache_dir: Optional[Path] = None) -> tuple[LintSummary, list[FileResult], dict[str, Path]]:
     """Lint files and folders; return the summary, per-file results and each shown name's path."""
-    settings = settings_from(config, fix=fix, unsafe_fixes=unsafe_fixes)
+    settings = settings_from(config, fix=fix, unsafe_fixes=unsafe_fixes, cache_dir=cache_dir)
     files = collect_files(paths, config)
     results = run_files(files, settings, jobs)
     summary = LintSummary(findings=settle(results), files_checked=len(results))
