@@ -152,21 +152,13 @@ def _sources(findings: Sequence[object], by_name: dict[str, Path]) -> dict[str, 
 
 
 def _run_rules(args: argparse.Namespace) -> int:
-    from pytest_traincheck import catalog
-    from pytest_traincheck.rules.registry import all_rules
+    from pytest_traincheck.docs import rule_rows, rules_markdown
 
-    rules = {rule.CODE: rule for rule in all_rules()}
-    rows = [("code", "name", "fix", "default", "kind", "summary")]
-    for code, entry in catalog.CATALOG.items():
-        if code in ("TRN000", "TRN001"):
-            continue
-        rule = rules.get(code)
-        if args.static and rule is None:
-            continue
-        fix = ("safe" if rule.FIX_SAFE else "unsafe") if rule is not None and rule.fixable() else "-"
-        default = ("on" if rule.DEFAULT_ON else "off") if rule is not None else "-"
-        kind = "static" if rule is not None else "dynamic"
-        rows.append((code, entry.slug, fix, default, kind, entry.summary))
+    if args.format == "markdown":
+        print(rules_markdown(), end="")
+        return EXIT_CLEAN
+    rows = [("code", "name", "lint", "fix", "sanity", "summary")]
+    rows += [r for r in rule_rows() if not args.static or r[2] != "-"]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
@@ -203,6 +195,8 @@ def build_parser() -> _Parser:
     _add_lint(sub)
     rules = sub.add_parser("rules", help="list every rule and check with its code")
     rules.add_argument("--static", action="store_true", help="only the lint rules")
+    rules.add_argument("--format", choices=("table", "markdown"), default="table",
+                       help="table for people, markdown for the README")
     rules.set_defaults(handler=_run_rules)
     explain = sub.add_parser("explain", help="print the documentation of one rule")
     explain.add_argument("code", help="a code such as TRN101, or a slug such as missing-zero-grad")

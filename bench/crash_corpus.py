@@ -1,0 +1,123 @@
+"""Robustness run: lint (and optionally fix, on a copy) a large corpus of real Python and report crashes.
+
+Run by hand, not in CI (it takes minutes):
+
+    python bench/crash_corpus.py bench/corpus /usr/lib/python3.11          # lint, crashes, time per rule
+    python bench/crash_corpus.py bench/corpus --fix                          # fix a copy, verify round trips
+
+A crash is a TRN001 finding (a rule raised; the engine kept the other rules'
+findings) or an exception escaping the engine. With `--fix`, every fixed file
+must re-parse, a second `--fix` must change nothing, and only the lines of the
+fixed findings may change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from pytest_traincheck.rules import engine
+from pytest_traincheck.rules.context import FileContext, ImportTracker
+from pytest_traincheck.rules.registry import all_rules
+
+
+def time_per_rule(files: list[Path], sample: int) -> dict[str, float]:
+    """Return seconds spent in each rule alone, over the first ``sample`` parsable files."""
+    totals: dict[str, float] = defaultdict(float)
+    for path in files[:sample]:
+        try:
+            module = cst.parse_module(path.read_bytes())
+        except Exception:
+            continue
+        for rule in all_rules():
+            context = FileContext(str(path), "", module, MetadataWrapper(module, unsafe_skip_copy=True))
+            start = time.perf_counter()
+            try:
+                context.wrapper.visit_batched([ImportTracker(context), rule(context)])
+            except Exception:
+                pass
+            totals[rule.CODE] += time.perf_counter() - start
+    return dict(totals)
+
+
+def check_fix_round_trip(root: Path) -> list[str]:
+    """Fix every file under a copy of ``root`` and return the problems found."""
+    problems: list[str] = []
+    settings = engine.Settings(tuple(r.CODE for r in all_rules()), fix=True)
+    for path in sorted(root.rglob("*.py")):
+        data = path.read_bytes()
+        try:
+            result = engine.lint_bytes(str(path), data, settings)
+        except Exception:
+            problems.append(f"{path}: engine raised while fixing:\n{traceback.format_exc()}")
+            continue
+        if result.fixed_source is None:
+            continue
+        fixed = result.fixed_source
+        try:
+            cst.parse_module(fixed)
+        except Exception as exc:
+            problems.append(f"{path}: fixed code does not parse: {exc}")
+            continue
+        again = engine.lint_bytes(str(path), fixed.encode(result.encoding), settings)
+        if again.fixed_source is not None:
+            problems.append(f"{path}: a second --fix changed the file again")
+        old_lines = data.decode(result.encoding, "replace").splitlines()
+        changed = sum(1 for line in difflib.ndiff(old_lines, fixed.splitlines()) if line[:1] in "+-")
+        if changed > 4 * result.fixed + 4:  # a fix touches its own lines (an inserted line counts twice)
+            problems.append(f"{path}: {changed} lines changed for {result.fixed} fixes")
+    return problems
+
+
+def main() -> int:
+    """Run the robustness checks and print a report; exit 1 on any crash."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--fix", action="store_true", help="also fix a copy of the corpus and verify it")
+    parser.add_argument("--rule-sample", type=int, default=300, help="files used for the time-per-rule table")
+    args = parser.parse_args()
+    files = sorted({p for root in args.paths for p in root.rglob("*.py")})
+    codes = tuple(rule.CODE for rule in all_rules())
+    settings = engine.Settings(codes)
+    crashes: list[str] = []
+    start = time.perf_counter()
+    for path in files:
+        try:
+            result = engine.lint_file(path, str(path), settings)
+        except Exception:
+            crashes.append(f"{path}: engine raised\n{traceback.format_exc()}")
+            continue
+        crashes.extend(f"{path}: {f.message}" for f in result.findings if f.code == "TRN001")
+    elapsed = time.perf_counter() - start
+    print(f"files: {len(files)}  seconds: {elapsed:.1f}  crashes: {len(crashes)}")
+    for crash in crashes[:50]:
+        print("  " + crash)
+    print("\nseconds per rule (each rule alone, over the first %d files):" % args.rule_sample)
+    for code, seconds in sorted(time_per_rule(files, args.rule_sample).items(), key=lambda kv: -kv[1]):
+        print(f"  {code}  {seconds:.2f}")
+    if args.fix:
+        with tempfile.TemporaryDirectory() as tmp:
+            problems: list[str] = []
+            for root in args.paths:
+                copy = Path(tmp) / root.name
+                shutil.copytree(root, copy, ignore=shutil.ignore_patterns("*.so", "*.pyc"), symlinks=True)
+                problems.extend(check_fix_round_trip(copy))
+            print(f"\nfix round trip problems: {len(problems)}")
+            for problem in problems[:50]:
+                print("  " + problem)
+            crashes.extend(problems)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
