@@ -175,6 +175,10 @@ def override(config: LintConfig, **flags: Any) -> LintConfig:
     for key in ("select", "ignore", "extend_select"):
         if key in given:
             given[key] = _check_codes(f"--{key.replace('_', '-')}", given[key])
+    # extend-* flags add to the file's lists; the others replace them.
+    for key in ("extend_select", "extend_exclude"):
+        if key in given:
+            given[key] = [*getattr(config, key), *given[key]]
     return replace(config, **given)
 
 

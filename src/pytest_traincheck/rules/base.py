@@ -8,6 +8,7 @@ run, such as "class ``Net`` returns softmax", settled in the project pass).
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar, Optional, Sequence, Union
@@ -118,7 +119,7 @@ class Rule(cst.BatchableCSTVisitor):
     @classmethod
     def docs(cls) -> str:
         """Return the rule's documentation (its class docstring, dedented)."""
-        return textwrap.dedent(cls.__doc__ or "").strip()
+        return inspect.cleandoc(cls.__doc__ or "")
 
     @classmethod
     def summary(cls) -> str:

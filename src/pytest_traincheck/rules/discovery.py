@@ -133,6 +133,8 @@ def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool
             if not name.endswith(".py"):
                 continue
             child = here / name
+            if not child.is_file():
+                continue  # dangling symlink, FIFO, socket: nothing to lint, and reading a FIFO would hang
             if _matches_any(child, root, exclude) or (respect_gitignore and gitignore.ignored(child, False)):
                 continue
             resolved = child.resolve()
@@ -144,7 +146,8 @@ def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool
 def display_path(path: Path, cwd: Optional[Path] = None) -> str:
     """Return ``path`` relative to the working folder when it lies below it."""
     cwd = cwd or Path.cwd()
+    # absolute(), not resolve(): a symlinked file is reported under the name it was given.
     try:
-        return path.resolve().relative_to(cwd.resolve()).as_posix()
+        return Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(cwd))).as_posix()
     except ValueError:
         return path.as_posix()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,8 +22,13 @@ from pytest_traincheck.rules.discovery import discover, display_path
 from pytest_traincheck.rules.facts import FactsCollector, FileFacts, ProjectFacts
 from pytest_traincheck.rules.noqa import parse_noqa, suppressed
 from pytest_traincheck.rules.registry import all_rules
+from pytest_traincheck.rules.walk import walk
 
-MAX_FILE_BYTES = 20 * 1024 * 1024
+# Beyond these, libcst's parser becomes too slow (super-linear on huge files and long
+# operator chains) or crashes (deep nesting): such files are reported, not linted.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_LINE_CHARS = 20_000
+MAX_NESTING = 200  # CPython's own limit for nested brackets
 # Words a file must contain for the facts pass to learn anything about its classes.
 FACTS_TRIGGERS = ("torch", "nn.", "Module", "softmax", "sigmoid", "LSTM", "GRU", "RNN")
 
@@ -69,10 +75,41 @@ def _syntax_finding(path: str, line: int, column: int, message: str) -> Finding:
 def decode_problem(data: bytes) -> Optional[str]:
     """Return why ``data`` cannot be linted as Python text, or None."""
     if len(data) > MAX_FILE_BYTES:
-        return f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; not linted"
+        return f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB (generated code?); not linted"
     if b"\x00" in data:
         return "file contains NUL bytes (binary?); not linted"
+    longest = max((len(line) for line in data.splitlines()), default=0)
+    if longest > MAX_LINE_CHARS:
+        return f"a line is {longest} characters long (generated code?); not linted"
+    if _nesting(data) > MAX_NESTING:
+        try:
+            ast.parse(data)
+        except SyntaxError as exc:  # CPython refuses it too: report its words
+            return f"SyntaxError: {exc.msg}"
+        except (ValueError, RecursionError, MemoryError):
+            pass
+        return f"brackets nested deeper than {MAX_NESTING} levels; not linted"
     return None
+
+
+def _nesting(data: bytes) -> int:
+    """Return the deepest bracket nesting, counting brackets inside strings too (an upper bound)."""
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= MAX_NESTING:
+        return 0
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+_OPENING = frozenset(b"([{")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
 
 
 def parse(path: str, data: bytes) -> tuple[Optional[cst.Module], Optional[Finding]]:
@@ -103,7 +140,7 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
     visitors: list[cst.BatchableCSTVisitor] = [ImportTracker(context), facts]
     instances = [rule(context) for rule in rules]
     try:
-        context.wrapper.visit_batched([*visitors, *instances])
+        walk(context.module, [*visitors, *instances])
         return facts.facts, []
     except RecursionError:
         raise
@@ -114,12 +151,12 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
     context.raw.clear()
     context.imports.clear()
     facts = FactsCollector(context)
-    context.wrapper.visit_batched([ImportTracker(context), facts])
+    walk(context.module, [ImportTracker(context), facts])
     for rule in rules:
         before = len(context.raw)
         context.imports.clear()
         try:
-            context.wrapper.visit_batched([ImportTracker(context), rule(context)])
+            walk(context.module, [ImportTracker(context), rule(context)])
         except Exception as exc:
             del context.raw[before:]
             failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
@@ -221,6 +258,8 @@ def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
 
 def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
     """Read and lint one file; unreadable files become TRN000 findings."""
+    if not path.is_file():  # a FIFO would block forever; a folder named x.py cannot be read
+        return FileResult(shown, findings=[_syntax_finding(shown, 1, 1, "not a regular file; not linted")])
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -9,7 +9,7 @@ from typing import Optional
 
 # flake8: "# noqa", "# noqa: X1, Y2", "# NOQA:X1 Y2"; anything after the codes is a comment.
 _NOQA = re.compile(
-    r"#\s*noqa(?::[\s]?(?P<codes>[A-Z][0-9]+(?:[,\s]+[A-Z][0-9]+)*))?",
+    r"#\s*noqa(?::[\s]?(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?",
     re.IGNORECASE,
 )
 

@@ -1,0 +1,78 @@
+"""TRN601: the user's step cannot overfit one fixed batch (CHECKS.md D1)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+TARGET_RATIO = 0.1  # PASS once the loss reaches 10% of its initial value
+STALL_RATIO = 1 - 1e-3  # FAIL when the best loss never gets below 99.9% of the initial value
+
+
+def _no_step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    x, y = batch
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    return loss
+
+
+def _shuffled_labels(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    # Labels that change every step cannot be memorized: the loss plateaus.
+    x, y = batch
+    return ex.good_step(model, (x, y[__import__("torch").randperm(len(y))]), optimizer, loss_fn)
+
+
+class CannotOverfitSingleBatch(Check):
+    """Fail when repeated steps on one batch do not drive its loss near zero."""
+
+    CODE = "TRN601"
+    STOCHASTIC = True
+    PASSING = (lambda: ex.setup(), lambda: ex.setup(step=None))
+    FAILING = (lambda: ex.setup(step=_no_step),)
+
+    def run(self, h: Harness) -> CheckResult:
+        steps = h.training.overfit_steps
+        with h.session() as s:
+            def reached(losses: list[float]) -> bool:
+                if not math.isfinite(losses[-1]):
+                    return True
+                return losses[-1] <= TARGET_RATIO * losses[0] and s.accuracy() in (None, 1.0)
+
+            losses = s.train(steps, stop=reached)
+            accuracy = s.accuracy()
+        return self._verdict(losses, accuracy, steps)
+
+    def _verdict(self, losses: list[float], accuracy: float | None, steps: int) -> CheckResult:
+        first, n = losses[0], len(losses)
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        facts: dict[str, Any] = dict(initial_loss=first, steps=n, batch_accuracy=accuracy)
+        if bad is not None:
+            return self.failed(f"the loss became {losses[bad]} at step {bad + 1} of {n} on one fixed batch; "
+                               "see TRN603 for where the non-finite value starts", curve=losses, **facts)
+        best = min(losses)
+        facts["min_loss"] = best
+        acc_text = f", batch accuracy {accuracy:.0%}" if accuracy is not None else ""
+        loss_ok = best <= TARGET_RATIO * first or first <= 0
+        if loss_ok and accuracy in (None, 1.0):
+            return self.passed(f"loss fell from {first:.4g} to {best:.4g} in {n} steps{acc_text}",
+                               curve=losses, **facts)
+        if best >= STALL_RATIO * first:
+            return self.failed(
+                f"after {n} steps on the same batch of samples the loss never went below its initial value "
+                f"{first:.4g} (best {best:.4g}){acc_text}: the step does not learn; check that it calls "
+                "`optimizer.step()`, that gradients reach the parameters, and the learning rate",
+                curve=losses, **facts)
+        if loss_ok:
+            return self.warned(f"the loss fell from {first:.4g} to {best:.4g} in {n} steps but only {accuracy:.0%} "
+                               "of the batch is predicted correctly; a model that can learn should memorize "
+                               "one batch", curve=losses, **facts)
+        return self.warned(
+            f"after {n} steps on one batch the loss only fell from {first:.4g} to {best:.4g} "
+            f"({best / first:.0%} of the start; expected <= {TARGET_RATIO:.0%}){acc_text}: the model or step learns "
+            "too slowly to overfit; check the learning rate, the loss input and the model capacity",
+            curve=losses, **facts)

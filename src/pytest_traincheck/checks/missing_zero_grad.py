@@ -1,0 +1,69 @@
+"""TRN101: gradients carried over from the previous optimizer step (CHECKS.md D3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+STEPS = 3
+
+
+def _no_zero_grad(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    x, y = batch
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _zero_to_zeros(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    x, y = batch
+    optimizer.zero_grad(set_to_none=False)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _accumulate_two(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    # Two backward calls per step is gradient accumulation, which is allowed.
+    x, y = batch
+    half = len(x) // 2
+    for part in (slice(0, half), slice(half, None)):
+        loss = loss_fn(model(x[part]), y[part]) / 2
+        loss.backward()
+    optimizer.step()
+    model.zero_grad()
+    return loss
+
+
+class MissingZeroGrad(Check):
+    """Fail when backward() adds onto the gradients of the previous optimizer step."""
+
+    CODE = "TRN101"
+    NEEDS_STEP = True
+    PASSING = (lambda: ex.setup(), lambda: ex.setup(step=_zero_to_zeros), lambda: ex.setup(step=_accumulate_two))
+    FAILING = (lambda: ex.setup(step=_no_zero_grad),)
+
+    def run(self, h: Harness) -> CheckResult:
+        with h.session() as s:
+            s.train(STEPS)
+            trace = s.trace
+        if not trace.steps:
+            return self.skipped("the training step never called `step()` on the optimizer it was given")
+        if trace.stale:
+            order = {name: i for i, name in enumerate(trace.names.values())}
+            first = min(trace.stale, key=lambda r: (r.step, order.get(r.param, len(order))))
+            return self.failed(
+                f"after {first.step + 1} training steps on the same batch, `{first.param}.grad` still held the "
+                f"previous step's gradient when backward() ran, and then equaled the sum of both steps' gradients "
+                f"(max abs diff {first.max_abs_diff:.1e}): gradients are not cleared; "
+                "call `optimizer.zero_grad()` before `loss.backward()`",
+                step=first.step + 1, param=first.param, max_abs_diff=first.max_abs_diff,
+                stale_grad_norm=first.stale_norm, stale_params=len({r.param for r in trace.stale}))
+        return self.passed(
+            f"{len(trace.steps)} optimizer steps: every gradient was cleared before the next backward()",
+            steps=len(trace.steps))

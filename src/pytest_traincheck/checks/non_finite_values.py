@@ -1,0 +1,95 @@
+"""TRN603: NaN/Inf in the loss, outputs, gradients or parameters, with the first module (D11)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+MAX_STEPS = 10
+
+
+class _Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)  # NaN for the negative inputs a Linear layer produces
+
+
+def _log_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(ex.FEATURES, 16), _Log(), nn.Linear(16, ex.CLASSES))
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+class NonFiniteValues(Check):
+    """Fail on the first NaN/Inf, naming the module, loss, gradient or parameter that produced it."""
+
+    CODE = "TRN603"
+    PASSING = (lambda: ex.setup(),)
+    FAILING = (lambda: ex.setup(model=_log_model),
+               lambda: ex.setup(data=[(ex.blobs()[0] * float("nan"), ex.blobs()[1])]))
+
+    def run(self, h: Harness) -> CheckResult:
+        x, _ = h.batch()
+        if not _finite(x):
+            bad = int((~torch.isfinite(x)).sum())
+            return self.failed(f"the fixed batch's inputs already contain {bad} NaN/Inf values: fix the data "
+                               "pipeline first", nonfinite_inputs=bad)
+        with h.session() as s:
+            first: dict[str, Any] = {}
+            handles = [m.register_forward_hook(self._watch(name or "<model>", s, first))
+                       for name, m in s.model.named_modules()]
+            try:
+                losses = s.train(min(h.training.overfit_steps, MAX_STEPS), stop=lambda ls: self._stop(s, ls))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return self._verdict(s, losses, first)
+
+    @staticmethod
+    def _watch(name: str, s: Any, first: dict[str, Any]) -> Any:
+        def hook(module: nn.Module, args: Any, out: Any) -> None:
+            if "module" not in first and s.trace.phase == "step" and not _finite(out) and _finite(args):
+                first.update(module=name, kind=type(module).__name__, step=len(s.trace.steps) + 1)
+        return hook
+
+    @staticmethod
+    def _stop(s: Any, losses: list[float]) -> bool:
+        rec = s.trace.steps[-1] if s.trace.steps else None
+        params_ok = all(bool(torch.isfinite(p).all()) for p in s.model.parameters())
+        return not math.isfinite(losses[-1]) or (rec is not None and bool(rec.grads_nonfinite)) or not params_ok
+
+    def _verdict(self, s: Any, losses: list[float], first: dict[str, Any]) -> CheckResult:
+        n = len(losses)
+        if first:
+            return self.failed(
+                f"at step {first['step']}, module `{first['module']}` ({first['kind']}) produced NaN/Inf from "
+                "finite inputs; guard its log/div/sqrt (or clamp its input)",
+                curve=losses, module=first["module"], module_type=first["kind"], step=first["step"])
+        bad_loss = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad_loss is not None:
+            return self.failed(f"at step {bad_loss + 1} the loss is {losses[bad_loss]} while every module output "
+                               "is finite: the loss computation produces it (log of 0? division by 0?)",
+                               curve=losses, step=bad_loss + 1)
+        for rec in s.trace.steps:
+            if rec.grads_nonfinite:
+                return self.failed(f"at step {rec.index + 1}, the gradient of `{rec.grads_nonfinite[0]}` is not finite "
+                                   f"({len(rec.grads_nonfinite)} parameters affected) although the loss is finite",
+                                   curve=losses, step=rec.index + 1, param=rec.grads_nonfinite[0])
+        bad_params = [n for n, p in s.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad_params:
+            return self.failed(f"after {n} steps, `{bad_params[0]}` holds NaN/Inf: the update diverged; lower the "
+                               "learning rate or clip gradients", curve=losses, param=bad_params[0], steps=n)
+        return self.passed(f"loss, outputs, gradients and parameters stayed finite for {n} steps",
+                           curve=losses, steps=n)

@@ -1,0 +1,82 @@
+"""TRN602: trainable parameters without gradient, not updated, or not in the optimizer (D8-D10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+STEPS = 3
+
+
+def _frozen_first_layer() -> Any:
+    model = ex.MLP()
+    model.fc1.requires_grad_(False)
+    return model
+
+
+def _head_only_optimizer(params: Any) -> Any:
+    params = list(params)
+    return torch.optim.Adam(params[-2:], lr=0.05)  # forgets fc1
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+
+
+class ParametersNotUpdated(Check):
+    """Fail when a trainable parameter is missing from the optimizer, gets no gradient, or never moves."""
+
+    CODE = "TRN602"
+    PASSING = (lambda: ex.setup(), lambda: ex.setup(model=_frozen_first_layer), lambda: ex.setup(step=None))
+    FAILING = (lambda: ex.setup(model=lambda: ex.MLP(unused=True)),
+               lambda: ex.setup(model=lambda: ex.MLP(hidden=8), optimizer=_head_only_optimizer))
+
+    def run(self, h: Harness) -> CheckResult:
+        with h.session(track_updates=True) as s:
+            trainable = [n for n, p in s.model.named_parameters() if p.requires_grad]
+            in_opt = {s.trace.name(p) for p in s.trace.opt_params()}
+            missing = [n for n in trainable if n not in in_opt]
+            if missing:
+                return self.failed(
+                    f"{len(missing)} of {len(trainable)} trainable parameters are not in the optimizer "
+                    f"({_names(missing)}), so they are never trained; build the optimizer from "
+                    "`model.parameters()` (or freeze them with `requires_grad_(False)`)",
+                    missing=len(missing), trainable=len(trainable), first=missing[0])
+            s.train(STEPS)
+            trace = s.trace
+        if not trace.steps:
+            return self.failed(f"the training step never called `step()` on the optimizer in {STEPS} calls, "
+                               "so no parameter was updated", steps=0)
+        no_grad = [n for n in trainable if trace.accumulations[n] == 0]
+        if no_grad:
+            return self.failed(
+                f"{len(no_grad)} of {len(trainable)} trainable parameters received no gradient in {len(trace.steps)} "
+                f"steps ({_names(no_grad)}): they are not used in forward or their output is detached; "
+                "use them, or freeze them with `requires_grad_(False)`",
+                no_grad=len(no_grad), trainable=len(trainable), first=no_grad[0])
+        stuck = self._never_moved(trace, trainable)
+        if stuck:
+            return self.failed(
+                f"{len(stuck)} parameters had a non-zero gradient at every step but their values never changed in "
+                f"{len(trace.steps)} steps ({_names(stuck)}): check the learning rate of their parameter group",
+                unchanged=len(stuck), first=stuck[0])
+        zero = [n for n in trainable if n not in trace.accum_nonzero]
+        if zero:
+            return self.warned(f"{len(zero)} parameters only ever received all-zero gradients in {len(trace.steps)} "
+                               f"steps ({_names(zero)}): dead units or a zero-initialized path", zero_grad=len(zero))
+        return self.passed(f"all {len(trainable)} trainable parameters got gradients and were updated",
+                           trainable=len(trainable), steps=len(trace.steps))
+
+    @staticmethod
+    def _never_moved(trace: Any, trainable: list[str]) -> list[str]:
+        stuck = []
+        for name in trainable:
+            live = [r for r in trace.steps if name not in r.grads_none + r.grads_zero + r.grads_nonfinite]
+            if live and all(name in r.unchanged for r in live):
+                stuck.append(name)
+        return stuck

@@ -1,0 +1,53 @@
+"""TRN204: sigmoid output handed to BCELoss, or to BCEWithLogitsLoss (a double sigmoid)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+
+def _binary(model: Any, loss: nn.Module) -> Any:
+    return ex.setup(model=model, loss_fn=loss, data=[ex.binary_blobs()])
+
+
+def _logits() -> nn.Module:
+    return ex.MLP(out=1)
+
+
+def _probabilities() -> nn.Module:
+    return nn.Sequential(ex.MLP(out=1), nn.Sigmoid())
+
+
+class SigmoidBeforeBCE(Check):
+    """Fail when a binary cross entropy input was produced by sigmoid (traced through views)."""
+
+    CODE = "TRN204"
+    PASSING = (lambda: _binary(_logits, nn.BCEWithLogitsLoss()),)
+    FAILING = (lambda: _binary(_probabilities, nn.BCELoss()),
+               lambda: _binary(_probabilities, nn.BCEWithLogitsLoss()))
+
+    def run(self, h: Harness) -> CheckResult:
+        with h.session() as s:
+            s.step()
+            calls = [c for c in s.trace.losses if c.kind.startswith("binary_cross_entropy") and c.phase == "step"]
+        if not calls:
+            return self.skipped("the training step does not call binary cross entropy")
+        for call in calls:
+            if call.source != "Sigmoid":
+                continue
+            if call.kind == "binary_cross_entropy_with_logits":
+                return self.failed(
+                    "the input of binary_cross_entropy_with_logits was produced by sigmoid (grad_fn "
+                    "SigmoidBackward0): the loss applies sigmoid again, squashing every prediction into "
+                    "(0.5, 0.73); pass the raw logits", source="Sigmoid", loss=call.kind)
+            return self.failed(
+                "the input of binary_cross_entropy (BCELoss) was produced by sigmoid (grad_fn SigmoidBackward0), "
+                f"values in [{float(call.input.min()):.3g}, {float(call.input.max()):.3g}]; this is numerically "
+                "unstable for confident predictions; drop the sigmoid and use `nn.BCEWithLogitsLoss` on the logits",
+                source="Sigmoid", loss=call.kind)
+        return self.passed(f"{len(calls)} binary cross entropy call(s); none received a sigmoid output")

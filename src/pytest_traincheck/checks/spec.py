@@ -1,0 +1,113 @@
+"""`Training`: the one declaration of a training setup that the dynamic checks run."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+__all__ = ["SetupError", "Training", "TASKS"]
+
+TASKS = ("auto", "classification", "binary", "regression")
+
+# Keyword-only construction keeps declarations readable and lets fields be added later.
+_KW: dict[str, Any] = {"kw_only": True} if sys.version_info >= (3, 10) else {}
+
+
+class SetupError(Exception):
+    """The training setup itself is unusable (bad declaration, bad batches)."""
+
+
+@dataclass(**_KW)
+class Training:
+    """Declare a training setup: factories for fresh objects, data and the user's own step.
+
+    ``model`` and ``optimizer`` are factories because every check starts from fresh
+    objects. Give ``step`` (one batch) or ``train_epoch`` (one loader) to check your
+    real training code; without either, a textbook step is used and only the model,
+    loss and optimizer are checked.
+    """
+
+    name: str
+    model: Callable[[], Any]
+    loss_fn: Callable[..., Any]
+    optimizer: Callable[[Iterable[Any]], Any]
+    data: Iterable[Any]
+    eval_data: Optional[Iterable[Any]] = None
+    step: Optional[Callable[..., Any]] = None
+    train_epoch: Optional[Callable[..., Any]] = None
+    evaluate: Optional[Callable[..., Any]] = None
+    num_classes: Optional[int] = None
+    task: str = "auto"
+    device: Optional[str] = None
+    clip: Optional[bool] = None  # True: expect clipping (TRN105) even without recurrent layers
+    overfit_steps: int = 100
+    batch_size: int = 16
+    options: dict[str, Any] = field(default_factory=dict)  # per-check knobs, keyed by code
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `SetupError` naming the first field that cannot work."""
+        where = f"Training({self.name!r})" if isinstance(self.name, str) else "Training"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SetupError(f"{where}: `name` must be a non-empty string, got {self.name!r}")
+        if any(c in self.name for c in ":[]\n"):
+            raise SetupError(f"{where}: `name` is used in pytest item ids; avoid ':', '[', ']' and newlines")
+        for attr in ("model", "optimizer", "loss_fn"):
+            if not callable(getattr(self, attr)):
+                raise SetupError(f"{where}: `{attr}` must be callable, got {type(getattr(self, attr)).__name__}")
+        if _looks_like_module(self.model):
+            raise SetupError(f"{where}: `model` must be a factory returning a fresh nn.Module "
+                             "(for example `model=lambda: Net()` or `model=Net`), not a module instance")
+        if _looks_like_optimizer(self.optimizer):
+            raise SetupError(f"{where}: `optimizer` must be a factory taking parameters, "
+                             "for example `optimizer=lambda params: torch.optim.SGD(params, lr=0.1)`")
+        for attr in ("step", "train_epoch", "evaluate"):
+            value = getattr(self, attr)
+            if value is not None and not callable(value):
+                raise SetupError(f"{where}: `{attr}` must be callable or None")
+        if self.step is not None and self.train_epoch is not None:
+            raise SetupError(f"{where}: give either `step` (per batch) or `train_epoch` (per loader), not both")
+        if self.data is None or isinstance(self.data, (str, bytes)):
+            raise SetupError(f"{where}: `data` must be a DataLoader or an iterable of (inputs, targets) batches")
+        if self.task not in TASKS:
+            raise SetupError(f"{where}: `task` must be one of {', '.join(TASKS)}; got {self.task!r}")
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
+            raise SetupError(f"{where}: `num_classes` must be a positive int, got {self.num_classes!r}")
+        for attr, low in (("overfit_steps", 1), ("batch_size", 1)):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or value < low:
+                raise SetupError(f"{where}: `{attr}` must be an int >= {low}, got {value!r}")
+
+    @property
+    def has_user_step(self) -> bool:
+        """True when the user's own training code (per batch or per epoch) is declared."""
+        return self.step is not None or self.train_epoch is not None
+
+
+def _looks_like_module(obj: Any) -> bool:
+    # An nn.Module instance is callable too; its `parameters` method gives it away.
+    return not isinstance(obj, type) and hasattr(obj, "parameters") and hasattr(obj, "state_dict")
+
+
+def _looks_like_optimizer(obj: Any) -> bool:
+    return not isinstance(obj, type) and hasattr(obj, "param_groups")
+
+
+def as_trainings(value: Any, where: str) -> list[Training]:
+    """Normalize one `Training` or an iterable of them, naming ``where`` in errors."""
+    items = [value] if isinstance(value, Training) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise SetupError(f"{where} returned {type(value).__name__}; expected a Training or a list of them") from None
+    bad = [type(t).__name__ for t in items if not isinstance(t, Training)]
+    if bad:
+        raise SetupError(f"{where} returned {bad[0]} items; expected pytest_traincheck.Training")
+    names = [t.name for t in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SetupError(f"{where}: setup names must be unique; repeated: {', '.join(dupes)}")
+    return items

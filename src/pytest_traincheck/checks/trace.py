@@ -1,0 +1,374 @@
+"""Instrumentation: what the user's step did, observed through public torch hooks only.
+
+A `Trace` is attached to one fresh model + optimizer. It records an event
+string (F forward, B backward, Z zero_grad, C clip, S step), per-step gradient
+facts, stale gradients, clip calls, forward-time modes and every loss call.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+LOSS_FUNCTIONS: dict[Any, str] = {
+    F.cross_entropy: "cross_entropy",
+    F.nll_loss: "nll_loss",
+    F.binary_cross_entropy: "binary_cross_entropy",
+    F.binary_cross_entropy_with_logits: "binary_cross_entropy_with_logits",
+    F.mse_loss: "mse_loss",
+}
+CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
+VIEW_LIKE = frozenset({
+    "View", "UnsafeView", "Reshape", "ReshapeAlias", "Squeeze", "SqueezeDim", "SqueezeDims",
+    "Unsqueeze", "Transpose", "Permute", "T", "Clone", "ToCopy", "Expand", "Slice", "Select",
+    "AsStrided", "Alias", "Narrow", "Flatten",
+})
+_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
+# Big libraries never hold a user's `from torch.nn.utils import clip_grad_norm_`.
+_SKIP_MODULE_PREFIXES = ("torch", "numpy", "_pytest", "pytest", "pluggy", "tensorboard", "scipy",
+                         "pandas", "sympy", "triton", "google", "IPython", "libcst")
+
+
+def provenance(t: Any, depth: int = 5) -> Optional[str]:
+    """Name the activation (Softmax, LogSoftmax, Sigmoid) that produced ``t``, seen through views."""
+    node = getattr(t, "grad_fn", None)
+    for _ in range(depth):
+        if node is None:
+            return None
+        base = re.sub(r"Backward\d*$", "", type(node).__name__)
+        if base in _ACTIVATIONS:
+            return base
+        if base not in VIEW_LIKE:
+            return None
+        parents = [f for f, _ in node.next_functions if f is not None]
+        if len(parents) != 1:
+            return None
+        node = parents[0]
+    return None
+
+
+@dataclass
+class LossCall:
+    """One call of a functional loss: its inputs (detached) and where they came from."""
+
+    kind: str
+    input: torch.Tensor
+    target: Optional[torch.Tensor]
+    source: Optional[str]  # provenance(input)
+    value: Optional[float]
+    phase: str
+
+
+@dataclass
+class StepRecord:
+    """What `optimizer.step()` saw at its pre-hook, and what it changed."""
+
+    index: int
+    had_backward: bool
+    closure: bool
+    zero_grad_after_backward: bool
+    grads_none: list[str]
+    grads_zero: list[str]
+    grads_nonfinite: list[str]
+    norm_at_step: float
+    norm_after_backward: float
+    unchanged: list[str] = field(default_factory=list)  # nonzero grad, same value after step
+
+
+@dataclass
+class StaleGrad:
+    """A gradient still holding the previous step's value when backward adds to it."""
+
+    step: int
+    param: str
+    max_abs_diff: float  # |grad - (previous grad + new grad)| after accumulation
+    stale_norm: float
+
+
+@dataclass
+class ClipCall:
+    """One clip_grad_* call and where it fell in the backward/step sequence."""
+
+    function: str
+    step: int
+    position: str  # "between backward and step", "before backward", "after step"
+
+    @property
+    def effective(self) -> bool:
+        """True when the clip runs between backward and step, where it changes the update."""
+        return self.position == "between backward and step"
+
+
+@dataclass
+class ForwardRecord:
+    """The model's modes when the root module's forward ran."""
+
+    phase: str
+    grad_enabled: bool
+    root_training: bool
+    train_modules: list[str]
+    eval_modules: list[str]
+
+
+class LossRecorder(TorchFunctionMode):
+    """Record the tensors handed to the functional losses (used by nn.*Loss too)."""
+
+    def __init__(self, trace: Trace) -> None:
+        super().__init__()
+        self.trace = trace
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        kind = LOSS_FUNCTIONS.get(func)
+        out = func(*args, **kwargs)
+        if kind is not None and args:
+            self.trace.on_loss(kind, args, kwargs, out)
+        return out
+
+
+def mode_dependent(module: nn.Module) -> bool:
+    """True for layers whose forward differs between train and eval mode."""
+    return isinstance(module, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+                               nn.modules.instancenorm._InstanceNorm))
+
+
+def _frozen(module: nn.Module) -> bool:
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def _mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    # Frozen sub-models kept in eval on purpose (timm, HF) are exempt (CHECKS.md D6).
+    modules = dict(model.named_modules())
+    out = []
+    for name, m in modules.items():
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        if mode_dependent(m) and not _frozen(m) and not (parent is not None and _frozen(parent)):
+            out.append((name or "<model>", m))
+    return out
+
+
+def _norm(t: torch.Tensor) -> float:
+    return float(t.detach().float().norm())
+
+
+class Trace:
+    """Record one model + optimizer's training events; `close()` removes everything it added."""
+
+    def __init__(self, model: nn.Module, optimizer: Any, check_time: Callable[[], None],
+                 track_updates: bool = False) -> None:
+        self.model, self.optimizer, self.check_time = model, optimizer, check_time
+        self.track_updates = track_updates
+        self.phase = "harness"
+        self.names = {id(p): n for n, p in model.named_parameters()}
+        self.events: list[str] = []
+        self.since_step: list[str] = []
+        self.steps: list[StepRecord] = []
+        self.stale: list[StaleGrad] = []
+        self.clips: list[ClipCall] = []
+        self.forwards: list[ForwardRecord] = []
+        self.losses: list[LossCall] = []
+        self.accumulations: Counter[str] = Counter()
+        self.accum_nonzero: set[str] = set()
+        self.accum_norm: dict[str, float] = {}
+        self.snapshots: dict[str, torch.Tensor] = {}
+        self._incoming: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._before: dict[str, torch.Tensor] = {}
+        self.mode_modules = _mode_modules(model)
+        self._undo: list[Callable[[], None]] = []
+        self._install()
+
+    # -- installation -------------------------------------------------------------
+    def _install(self) -> None:
+        for p in self.opt_params():
+            if not p.requires_grad:
+                continue  # frozen parameters get no gradient and accept no hooks
+            self._undo.append(p.register_hook(self._pre_accumulate(p)).remove)
+            self._undo.append(p.register_post_accumulate_grad_hook(self._post_accumulate).remove)
+        self._undo.append(self.optimizer.register_step_pre_hook(self._step_pre).remove)
+        self._undo.append(self.optimizer.register_step_post_hook(self._step_post).remove)
+        self._undo.append(self.model.register_forward_pre_hook(self._forward_pre).remove)
+        for owner in (self.optimizer, self.model):
+            self._wrap_zero_grad(owner)
+        self._patch_clipping()
+
+    def close(self) -> None:
+        """Remove every hook and restore every patch, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+    def name(self, p: torch.Tensor) -> str:
+        """Return the parameter's qualified name in the model."""
+        return self.names.get(id(p), f"<tensor {tuple(p.shape)} not in model>")
+
+    def opt_params(self) -> list[torch.Tensor]:
+        """Return the optimizer's parameters in order, without duplicates."""
+        seen: dict[int, torch.Tensor] = {}
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def _event(self, kind: str) -> None:
+        if self.phase != "step":
+            return
+        if not (self.events and self.events[-1] == kind and kind in "BF"):
+            self.events.append(kind)
+            self.since_step.append(kind)
+
+    def _wrap_zero_grad(self, owner: Any) -> None:
+        original = owner.zero_grad
+
+        def zero_grad(*args: Any, **kwargs: Any) -> Any:
+            self._event("Z")
+            return original(*args, **kwargs)
+
+        owner.zero_grad = zero_grad
+        self._undo.append(lambda: owner.__dict__.pop("zero_grad", None))
+
+    def _patch_clipping(self) -> None:
+        import torch.nn.utils as nn_utils
+        from torch.nn.utils import clip_grad as clip_module
+
+        for fname in CLIP_FUNCTIONS:
+            original = getattr(nn_utils, fname, None)
+            if original is None:
+                continue
+            wrapper = self._clip_wrapper(fname, original)
+            for owner in [nn_utils, clip_module, *_user_modules()]:
+                for attr, value in list(vars(owner).items()):
+                    if value is original:
+                        setattr(owner, attr, wrapper)
+                        self._undo.append(lambda o=owner, a=attr, v=original: setattr(o, a, v))
+
+    def _clip_wrapper(self, fname: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def clip(*args: Any, **kwargs: Any) -> Any:
+            if self.phase == "step":
+                self.on_clip(fname)
+            return original(*args, **kwargs)
+
+        clip.__wrapped__ = original  # type: ignore[attr-defined]
+        return clip
+
+    # -- hooks ----------------------------------------------------------------------
+    def _pre_accumulate(self, p: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            name = self.name(p)
+            snap = self.snapshots.pop(name, None)
+            if snap is not None and p.grad is not None and p.grad.shape == snap.shape and torch.equal(p.grad, snap):
+                self._incoming[name] = (snap, grad.detach().clone())
+        return hook
+
+    def _post_accumulate(self, p: torch.Tensor) -> None:
+        name = self.name(p)
+        self._event("B")
+        self.accumulations[name] += 1
+        grad = p.grad
+        if grad is None:
+            return
+        norm = _norm(grad)
+        self.accum_norm[name] = norm
+        if norm > 0:
+            self.accum_nonzero.add(name)
+        stale = self._incoming.pop(name, None)
+        if stale is not None:
+            snap, incoming = stale
+            diff = float((grad.detach() - snap - incoming).abs().max())
+            self.stale.append(StaleGrad(len(self.steps), name, diff, _norm(snap)))
+
+    def _forward_pre(self, module: nn.Module, args: Any) -> None:
+        self.check_time()
+        if self.phase == "harness":
+            return
+        self._event("F")
+        self.forwards.append(ForwardRecord(
+            self.phase, torch.is_grad_enabled(), module.training,
+            [n for n, m in self.mode_modules if m.training],
+            [n for n, m in self.mode_modules if not m.training]))
+
+    def _step_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.check_time()
+        none, zero, bad, sq = [], [], [], 0.0
+        for p in self.opt_params():
+            name = self.name(p)
+            if p.grad is None:
+                none.append(name)
+                continue
+            g = p.grad.detach()
+            if not bool(torch.isfinite(g).all()):
+                bad.append(name)
+            elif not bool(g.any()):
+                zero.append(name)
+            sq += _norm(g) ** 2
+            if self.track_updates:
+                self._before[name] = p.detach().clone()
+        since = self.since_step
+        last_b = max((i for i, e in enumerate(since) if e == "B"), default=-1)
+        self.steps.append(StepRecord(
+            index=len(self.steps), had_backward=last_b >= 0,
+            closure=any(callable(a) for a in args if a is not optimizer) or callable(kwargs.get("closure")),
+            zero_grad_after_backward=last_b >= 0 and "Z" in since[last_b:],
+            grads_none=none, grads_zero=zero, grads_nonfinite=bad, norm_at_step=sq ** 0.5,
+            norm_after_backward=sum(v ** 2 for v in self.accum_norm.values()) ** 0.5))
+        self.accum_norm = {}
+        self._event("S")
+        self.since_step = []
+
+    def _step_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        record = self.steps[-1]
+        for p in self.opt_params():
+            name = self.name(p)
+            before = self._before.pop(name, None)
+            if before is not None and p.grad is not None and bool(p.grad.any()) and torch.equal(before, p.detach()):
+                record.unchanged.append(name)
+            if p.grad is not None and bool(p.grad.any()):
+                self.snapshots[name] = p.grad.detach().clone()
+            else:
+                self.snapshots.pop(name, None)
+
+    # -- callbacks from the loss mode and the clip patches --------------------------------
+    def on_loss(self, kind: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """Record one functional loss call."""
+        inp = args[0]
+        target = args[1] if len(args) > 1 else kwargs.get("target")
+        value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
+        self.losses.append(LossCall(kind, inp.detach(), target.detach() if isinstance(target, torch.Tensor) else None,
+                                    provenance(inp), value, self.phase))
+
+    def on_clip(self, fname: str) -> None:
+        """Record a clip call and where it fell relative to backward and step."""
+        if "B" in self.since_step:
+            position = "between backward and step"
+        elif self.steps:
+            position = "after step"
+        else:
+            position = "before backward"
+        self._event("C")
+        self.clips.append(ClipCall(fname, len(self.steps), position))
+
+    def loss_recorder(self) -> LossRecorder:
+        """Return the TorchFunctionMode that feeds `on_loss`."""
+        return LossRecorder(self)
+
+
+def _user_modules() -> list[Any]:
+    # Also patch `from torch.nn.utils import clip_grad_norm_` copies held by user modules.
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and not name.startswith(_SKIP_MODULE_PREFIXES) and hasattr(m, "__dict__")
+            and _is_plain_module(m)]
+
+
+def _is_plain_module(m: Any) -> bool:
+    try:
+        vars(m)
+    except TypeError:
+        return False
+    return True

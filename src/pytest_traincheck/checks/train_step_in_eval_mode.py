@@ -1,0 +1,67 @@
+"""TRN304: the training step runs the model in eval mode (CHECKS.md D6 b)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks import _modes
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness
+
+STEPS = 2
+
+
+def _step_in_eval(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    model.eval()  # e.g. to "freeze" dropout while training
+    return ex.good_step(model, batch, optimizer, loss_fn)
+
+
+def _epoch_without_train(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+    for batch in loader:
+        ex.good_step(model, batch, optimizer, loss_fn)
+
+
+def _epoch_with_train(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+    model.train()
+    _epoch_without_train(model, loader, optimizer, loss_fn)
+
+
+class TrainStepInEvalMode(Check):
+    """Fail when the user's training code runs the model with model.training False."""
+
+    CODE = "TRN304"
+    NEEDS_STEP = True
+    PASSING = (lambda: _modes.setup(),
+               lambda: _modes.setup(step=None, train_epoch=_epoch_with_train, evaluate=_modes.eval_no_restore))
+    FAILING = (lambda: _modes.setup(step=_step_in_eval),
+               lambda: _modes.setup(step=None, train_epoch=_epoch_without_train, evaluate=_modes.eval_no_restore))
+
+    def run(self, h: Harness) -> CheckResult:
+        with h.session() as s:
+            s.train(STEPS)
+            if h.training.train_epoch is not None and h.training.evaluate is not None:
+                # The epoch function runs after an evaluation in real loops: it must set train mode itself.
+                s.evaluate()
+                s.train(STEPS)
+            forwards = [f for f in s.trace.forwards if f.phase == "step" and f.grad_enabled]
+            has_mode_layers = bool(s.trace.mode_modules)
+        if not forwards:
+            return self.skipped("the training step never called the model with gradients enabled")
+        in_eval = [f for f in forwards if not f.root_training]
+        if in_eval and has_mode_layers:
+            after_eval = " after evaluate()" if h.training.train_epoch is not None and h.training.evaluate else ""
+            return self.failed(
+                f"{len(in_eval)} of {len(forwards)} training forward pass(es){after_eval} ran with model.training "
+                f"False, so {len(in_eval[0].eval_modules)} dropout/BatchNorm layer(s) "
+                f"(first `{in_eval[0].eval_modules[0]}`) "
+                "behaved as in evaluation; call `model.train()` before training",
+                forwards=len(forwards), forwards_in_eval=len(in_eval))
+        partly = [f for f in forwards if f.eval_modules and f.root_training]
+        if in_eval or partly:
+            what = ("model.training was False (harmless for a model without dropout/BatchNorm)" if in_eval
+                    else f"layer(s) {', '.join(partly[0].eval_modules[:3])} were in eval mode while the model trained")
+            return self.warned(f"during the training step {what}; call `model.train()` before training "
+                               "unless this is deliberate (e.g. frozen BatchNorm statistics)",
+                               forwards=len(forwards), forwards_in_eval=len(in_eval or partly))
+        return self.passed(f"{len(forwards)} training forward pass(es) ran in train mode")

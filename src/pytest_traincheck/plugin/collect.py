@@ -1,0 +1,214 @@
+"""The collecting sub-plugin, registered only under `--train-sanity`: setups -> items -> summary."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Union
+
+import pytest
+
+from pytest_traincheck.plugin.items import (RESULT_PROPERTY, FixtureSanityItem, SanityItem, SetupErrorItem)
+from pytest_traincheck.plugin.options import DECLARE_HINT, SanityOptions
+
+FIXTURE_NAME = "train_sanity_trainings"
+STATE_KEY = pytest.StashKey["SanityState"]()
+
+
+class SanityState:
+    """Per-process state: options, enabled checks, prepared setups, results seen by this process."""
+
+    def __init__(self, config: pytest.Config, options: SanityOptions) -> None:
+        from pytest_traincheck.checks.runner import enabled_codes
+
+        self.config, self.options = config, options
+        try:
+            self.codes = enabled_codes(options.select, options.ignore)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--train-sanity-select/--train-sanity-ignore: {exc}") from None
+        self.prepared: dict[tuple[str, str], Any] = {}
+        self.results: list[dict[str, Any]] = []
+        self.conftest_dirs: dict[Path, str] = {}
+        self.declared = False
+
+    def run(self, code: str, training: Any, source: str) -> Any:
+        """Run one check on one setup, preparing the setup once per process."""
+        from pytest_traincheck.checks.runner import prepare_or_error, run_check
+
+        key = (source, training.name)
+        if key not in self.prepared:
+            self.prepared[key] = prepare_or_error(training, self.options.seed)
+        o = self.options
+        result = run_check(code, self.prepared[key], seed=o.seed, device=o.device, budget=o.budget, strict=o.strict)
+        result.setup = training.name
+        return result
+
+
+class SanityPlugin:
+    """Collect the declared setups as items, print the header, the summary and the JSON report."""
+
+    def __init__(self, config: pytest.Config, options: SanityOptions) -> None:
+        self.state = SanityState(config, options)
+        config.stash[STATE_KEY] = self.state
+
+    def pytest_plugin_registered(self, plugin: Any) -> None:
+        """Remember conftest modules that define the `train_sanity_trainings` fixture."""
+        path = getattr(plugin, "__file__", None)
+        if path and Path(path).name == "conftest.py" and hasattr(plugin, FIXTURE_NAME):
+            self.state.conftest_dirs[Path(path).parent] = path
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        """Print everything needed to reproduce the run."""
+        import torch
+
+        o = self.state.options
+        return (f"traincheck: seed={o.seed}, device={o.device or 'cpu'}, torch={torch.__version__}, "
+                f"strict={o.strict}, budget={o.budget:g}s, checks={','.join(self.state.codes)}")
+
+    @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection looks at the items
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """Append one item per (setup, check) for pyproject setups and per check for fixture sources."""
+        new: list[pytest.Item] = []
+        for spec in self.state.options.trainings:
+            new.extend(self._pyproject_items(session, spec))
+        for directory, conftest in sorted(self.state.conftest_dirs.items()):
+            new.extend(self._fixture_items(session, directory, conftest))
+        self.state.declared = bool(new)
+        items.extend(new)
+        for parent in dict.fromkeys(item.parent for item in new):  # count them in "collected N items"
+            result = [item for item in new if item.parent is parent]
+            session.ihook.pytest_collectreport(report=pytest.CollectReport(parent.nodeid, "passed", None, result))
+
+    def _pyproject_items(self, session: pytest.Session, spec: str) -> list[pytest.Item]:
+        parent = _collector(session, f"traincheck::{spec}")
+        try:
+            trainings = load_trainings(spec, session.config.rootpath)
+        except SetupLoadFailure as exc:
+            return [SetupErrorItem.from_parent(parent, name="setup", message=str(exc))]
+        items: list[pytest.Item] = []
+        for t in trainings:
+            setup = _collector(session, f"traincheck::{t.name}")
+            items.extend(SanityItem.from_parent(setup, name=self._title(code), code=code, training=t,
+                                                source=spec, state=self.state) for code in self.state.codes)
+        return items
+
+    def _fixture_items(self, session: pytest.Session, directory: Path, conftest: str) -> list[pytest.Item]:
+        rel = _relative(Path(conftest), session.config.rootpath)
+        anchor: Union[pytest.Session, pytest.Dir] = session
+        if directory != session.config.rootpath:
+            anchor = pytest.Dir.from_parent(session, path=directory)  # makes the conftest's fixtures visible
+        parent = _collector(anchor, f"traincheck::{rel}")
+        return [FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
+                                              source=rel) for code in self.state.codes]
+
+    @staticmethod
+    def _title(code: str) -> str:
+        from pytest_traincheck import catalog
+
+        return f"{code}-{catalog.get(code).slug}"
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller learns from the workers that setups were declared."""
+        if any(i.startswith("traincheck::") for i in ids):
+            self.state.declared = True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect results, including those sent back by xdist workers."""
+        if report.when == "call":
+            self.state.results.extend(v for k, v in report.user_properties if k == RESULT_PROPERTY)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Print the declare hint, the warnings and one table per setup."""
+        if not self.state.declared:
+            terminalreporter.write_line(DECLARE_HINT, yellow=True)
+            return
+        results = self.state.results
+        if not results:
+            return
+        terminalreporter.section("traincheck training sanity")
+        for r in results:
+            if r["verdict"] == "warn":
+                terminalreporter.write_line(f"WARN {r['setup']}::{r['code']}-{r['slug']}: {r['message']}", yellow=True)
+        for line in _table(results):
+            terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the JSON report (controller only under xdist)."""
+        path = self.state.options.report
+        if path and not hasattr(session.config, "workerinput"):
+            from pytest_traincheck.checks.runner import run_meta
+
+            o = self.state.options
+            data = {"meta": run_meta(o.seed, o.device, self.state.codes, o.strict), "results": self.state.results}
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+class SetupLoadFailure(Exception):
+    """A `[tool.traincheck.sanity] trainings` entry could not be turned into setups."""
+
+
+def load_trainings(spec: str, rootdir: Path) -> list[Any]:
+    """Import ``module:factory`` (relative to rootdir), call it, and return its Training list."""
+    from pytest_traincheck.checks.harness import user_traceback
+    from pytest_traincheck.checks.spec import SetupError, as_trainings
+
+    where = f"{spec} (pyproject.toml [tool.traincheck.sanity] trainings)"
+    module_name, _, attr = spec.partition(":")
+    for folder in (rootdir / "src", rootdir):
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        value = obj() if callable(obj) and not _is_training(obj) else obj
+        return as_trainings(value, where)
+    except SetupError as exc:
+        raise SetupLoadFailure(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - user code: shown with its own traceback
+        raise SetupLoadFailure(f"cannot load {where}: {type(exc).__name__}: {exc}\n{user_traceback(exc)}") from None
+
+
+def _is_training(obj: Any) -> bool:
+    from pytest_traincheck.checks.spec import Training
+
+    return isinstance(obj, Training)
+
+
+def _collector(parent: Union[pytest.Session, pytest.Dir], nodeid: str) -> pytest.Collector:
+    return SanityCollector.from_parent(parent, name=nodeid.rsplit("::", 1)[-1], nodeid=nodeid)
+
+
+class SanityCollector(pytest.Collector):
+    """A grouping node (`traincheck::<setup>`); its items are built directly, not collected."""
+
+    def collect(self) -> list[Any]:
+        """Return nothing: items are created by the plugin."""
+        return []
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _table(results: list[dict[str, Any]]) -> list[str]:
+    by_setup: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_setup.setdefault(r["setup"], []).append(r)
+    lines = []
+    for name, rs in by_setup.items():
+        lines.append(f"setup {name!r}:")
+        width = max(len(f"{r['code']}-{r['slug']}") for r in rs)
+        for r in sorted(rs, key=lambda r: r["code"]):
+            short = (r["message"].splitlines() or [""])[0]
+            short = short if len(short) <= 80 else short[:77] + "..."
+            lines.append(f"  {r['code'] + '-' + r['slug']:<{width}}  {r['verdict'].upper():<5}  {short}")
+    return lines

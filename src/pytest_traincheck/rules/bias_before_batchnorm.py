@@ -1,0 +1,327 @@
+"""TRN202: a Conv/Linear layer with a bias feeding BatchNorm directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import libcst as cst
+
+from pytest_traincheck.rules.base import BATCHNORM_LAYERS, BIASED_LAYERS, Invalid, Valid
+from pytest_traincheck.rules.dataflow import BIAS_POSITION, FlowRule, bias_enabled, first_arg, set_keyword
+
+_Layer = tuple[str, cst.Call]  # (qualified class, its construction)
+
+
+@dataclass
+class _ListSeq:
+    """The layers appended so far to a local list later unpacked into ``nn.Sequential(*layers)``."""
+
+    last: Optional[_Layer] = None
+    pairs: list[_Layer] = field(default_factory=list)
+
+
+class BiasBeforeBatchNorm(FlowRule):
+    """Flags `nn.Conv*d` / `nn.Linear` layers with a bias whose output goes straight into BatchNorm.
+
+    ## What it does
+    Finds a convolution or linear layer built with its bias (the default, or
+    `bias=True`) that feeds an `nn.BatchNorm*` layer directly: adjacent in
+    `nn.Sequential(...)` (also through a literal list unpacked with
+    `nn.Sequential(*layers)`, built with `=`, `+=`, `.append` and `.extend`), or in a
+    module whose methods call `self.bn(self.conv(x))` or `x = self.conv(x)`
+    then `x = self.bn(x)`, with both layers built in the class. The finding
+    points at the layer's construction.
+
+    ## Why is this bad?
+    BatchNorm subtracts the per-channel mean of its input, so a constant
+    added just before it cancels out: the bias is a parameter that never
+    changes the output, costs memory and optimizer work, and its gradient is
+    always zero. BatchNorm's own `beta` already provides the shift. The seed
+    lists it as "bias when using BatchNorm: add bias=False".
+
+    ## Known problems
+    Only direct adjacency is flagged: `conv -> ReLU -> BN` keeps its bias
+    (it is not redundant there). Layers built by helper functions
+    (`conv3x3(...)`), passed in as arguments, or built in a base class are
+    not followed. Removing the bias changes the `state_dict` keys, so
+    pretrained checkpoints of the old architecture will not load with
+    `strict=True` (torchvision's VGG-BN is one such model).
+
+    ## Example
+    ```python
+    self.conv = nn.Conv2d(3, 64, kernel_size=3, padding=1)
+    self.bn = nn.BatchNorm2d(64)
+    ...
+    x = self.bn(self.conv(x))
+    ```
+
+    ## Use instead
+    ```python
+    self.conv = nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False)
+    self.bn = nn.BatchNorm2d(64)
+    ```
+
+    ## Fix safety
+    Safe: the bias has no effect on the BatchNorm's output, so training and
+    inference compute the same function. Loading an old checkpoint that holds
+    the bias needs `strict=False`.
+    """
+
+    CODE = "TRN202"
+    MESSAGE = "This layer's bias is cancelled by the BatchNorm that follows it: create it with `bias=False`."
+    FIX_TITLE = "Add `bias=False`"
+    SEVERITY = "warning"
+    TRIGGERS = ("BatchNorm",)
+
+    VALID = [
+        # ResNet-style block: conv without bias, then BN.
+        Valid("""
+            import torch.nn as nn
+
+            class Block(nn.Module):
+                def __init__(self, c):
+                    super().__init__()
+                    self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+                    self.bn = nn.BatchNorm2d(c)
+
+                def forward(self, x):
+                    return self.bn(self.conv(x)).relu()
+            """),
+        # Conv -> ReLU -> BN: the bias is not redundant.
+        Valid("""
+            import torch.nn as nn
+            net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.BatchNorm2d(8))
+            """),
+        Valid("""
+            import torch.nn as nn
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv2d(1, 8, 3)
+                    self.bn = nn.BatchNorm2d(8)
+
+                def forward(self, x):
+                    x = self.conv(x)
+                    x = x.relu()
+                    return self.bn(x)
+            """),
+        # Bias decided at run time: not provably on.
+        Valid("""
+            import torch.nn as nn
+            layer = nn.Sequential(nn.Linear(4, 4, bias=not use_bn), nn.BatchNorm1d(4))
+            """),
+        # A BatchNorm before the linear layer, not after.
+        Valid("""
+            import torch.nn as nn
+            head = nn.Sequential(nn.BatchNorm1d(512), nn.Linear(512, 10))
+            """),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn as nn
+            features = nn.Sequential(nn.Conv2d(3, 64, kernel_size=3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+            """,
+            line=2, column=26,
+            expected_fix="""
+            import torch.nn as nn
+            features = nn.Sequential(nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+            """,
+        ),
+        # The seed's example: the layers are built in __init__ and chained in forward.
+        Invalid(
+            """
+            import torch.nn as nn
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv2d(1, 8, 3, bias=True)
+                    self.bn = nn.BatchNorm2d(8)
+
+                def forward(self, x):
+                    return self.bn(self.conv(x))
+            """,
+            line=6, column=21,
+            expected_fix="""
+            import torch.nn as nn
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv2d(1, 8, 3, bias=False)
+                    self.bn = nn.BatchNorm2d(8)
+
+                def forward(self, x):
+                    return self.bn(self.conv(x))
+            """,
+        ),
+        Invalid(
+            """
+            from torch import nn
+
+            class MLP(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(
+                        784,
+                        256,
+                    )
+                    self.norm = nn.BatchNorm1d(256)
+
+                def forward(self, x):
+                    x = self.fc(x)
+                    x = self.norm(x)
+                    return x
+            """,
+            line=6,
+            expected_fix="""
+            from torch import nn
+
+            class MLP(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(
+                        784,
+                        256,
+                        bias=False,
+                    )
+                    self.norm = nn.BatchNorm1d(256)
+
+                def forward(self, x):
+                    x = self.fc(x)
+                    x = self.norm(x)
+                    return x
+            """,
+        ),
+        # A VGG-style list built in a loop and unpacked into nn.Sequential.
+        Invalid(
+            """
+            import torch.nn as nn
+
+            def make_layers(cfg):
+                layers = []
+                in_channels = 3
+                for v in cfg:
+                    conv = nn.Conv2d(in_channels, v, kernel_size=3, padding=1)
+                    layers += [conv, nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                    in_channels = v
+                return nn.Sequential(*layers)
+            """,
+            line=7, column=16,
+            expected_fix="""
+            import torch.nn as nn
+
+            def make_layers(cfg):
+                layers = []
+                in_channels = 3
+                for v in cfg:
+                    conv = nn.Conv2d(in_channels, v, kernel_size=3, padding=1, bias=False)
+                    layers += [conv, nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                    in_channels = v
+                return nn.Sequential(*layers)
+            """,
+        ),
+    ]
+
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        self._lists: list[dict[str, _ListSeq]] = [{}]
+        self._reported: set[int] = set()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
+        self._lists.append({})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        super().leave_FunctionDef(original_node)
+        self._lists.pop()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        qual = self.qualname(node.func)
+        if qual == "torch.nn.Sequential":
+            self._check_sequential(node)
+            return
+        callee = self.flow.evaluate(node.func) if qual is None else None
+        if callee is not None and callee.kind == "module" and callee.detail in BATCHNORM_LAYERS:
+            arg = first_arg(node)
+            value = self.flow.evaluate(arg.value) if arg is not None else None
+            if value is not None and value.kind == "out" and isinstance(value.node, cst.Call):
+                self._flag((value.detail, value.node))
+        self._track_list_call(node)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        target = node.targets[0].target
+        if len(node.targets) == 1 and isinstance(target, cst.Name):
+            if isinstance(node.value, (cst.List, cst.Tuple)):
+                self._lists[-1][target.value] = self._extend(_ListSeq(), [e.value for e in node.value.elements])
+            else:
+                self._lists[-1].pop(target.value, None)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        seq = self._lists[-1].get(node.target.value) if isinstance(node.target, cst.Name) else None
+        if seq is not None and isinstance(node.value, (cst.List, cst.Tuple)):
+            self._extend(seq, [e.value for e in node.value.elements])
+
+    def _track_list_call(self, node: cst.Call) -> None:
+        func = node.func
+        if not isinstance(func, cst.Attribute) or not isinstance(func.value, cst.Name):
+            return
+        seq = self._lists[-1].get(func.value.value)
+        if seq is None or not node.args:
+            return
+        value = node.args[0].value
+        if func.attr.value == "append":
+            self._extend(seq, [value])
+        elif func.attr.value == "extend" and isinstance(value, (cst.List, cst.Tuple)):
+            self._extend(seq, [e.value for e in value.elements])
+        else:
+            seq.last = None
+
+    def _extend(self, seq: _ListSeq, elements: Sequence[cst.BaseExpression]) -> _ListSeq:
+        for element in elements:
+            layer = self._layer(element)
+            if seq.last is not None and layer is not None and layer[0] in BATCHNORM_LAYERS:
+                seq.pairs.append(seq.last)
+            seq.last = layer
+        return seq
+
+    def _check_sequential(self, node: cst.Call) -> None:
+        previous: Optional[_Layer] = None
+        for arg in node.args:
+            if arg.keyword is not None:
+                return
+            if arg.star:
+                if isinstance(arg.value, cst.Name) and arg.value.value in self._lists[-1]:
+                    for pair in self._lists[-1][arg.value.value].pairs:
+                        self._flag(pair)
+                elements = arg.value.elements if isinstance(arg.value, (cst.List, cst.Tuple)) else []
+                seq = self._extend(_ListSeq(previous), [e.value for e in elements])
+                for pair in seq.pairs:
+                    self._flag(pair)
+                previous = seq.last if elements else None
+                continue
+            layer = self._layer(arg.value)
+            if previous is not None and layer is not None and layer[0] in BATCHNORM_LAYERS:
+                self._flag(previous)
+            previous = layer
+
+    def _layer(self, expr: cst.BaseExpression) -> Optional[_Layer]:
+        """Return (class, construction) if ``expr`` builds or holds a torch layer built in this file."""
+        if isinstance(expr, cst.Call):
+            qual = self.qualname(expr.func)
+            return (qual, expr) if qual in BIASED_LAYERS or qual in BATCHNORM_LAYERS else None
+        value = self.flow.evaluate(expr)
+        if value is not None and value.kind == "module" and isinstance(value.node, cst.Call):
+            return value.detail, value.node
+        return None
+
+    def _flag(self, layer: _Layer) -> None:
+        qual, call = layer
+        if qual not in BIASED_LAYERS or id(call) in self._reported or not bias_enabled(call, qual):
+            return
+        self._reported.add(id(call))
+        position = BIAS_POSITION.get(qual)
+        self.report(call, fix=lambda node: set_keyword(node, "bias", cst.Name("False"), position))

@@ -1,0 +1,272 @@
+"""TRN401: a training DataLoader that does not shuffle."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from pytest_traincheck.rules._evalflow import is_eval_name, is_train_name, source_of
+from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, get_arg, is_false, is_true, receiver
+
+_LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
+_ON_CPU = ("The training `DataLoader` shuffles only when CUDA is available, so on CPU every epoch sees the "
+           "batches in the same order: pass `shuffle=True` unconditionally.")
+_KEY = "shuffle"
+
+
+class TrainLoaderNotShuffled(Rule):
+    """Flags a training `DataLoader` built without `shuffle=True` or a sampler.
+
+    ## What it does
+    Finds `DataLoader(...)` calls for training data (the dataset or the name
+    the loader is assigned to contains `train`, or the dataset is built with
+    `train=True` / `split="train"`) that pass no `shuffle=True`, no `sampler=`
+    and no `batch_sampler=`. It follows `**kwargs` dicts built in the same file
+    (pytorch/examples' mnist sets `'shuffle': True` only in its CUDA options)
+    and `shuffle=use_cuda`-style flags assigned from `torch.cuda.is_available()`,
+    which are False on CPU. The finding is at the `DataLoader` call.
+
+    It stays quiet for evaluation names (`test`, `val`, `eval`: `train_eval_loader`
+    too), for datasets that are iterable (a class of the file deriving from
+    `IterableDataset`, `load_dataset(..., streaming=True)`, WebDataset) since
+    those cannot be shuffled by the loader, and when `shuffle=` is a value it
+    cannot know (`shuffle=args.shuffle`).
+
+    ## Why is this bad?
+    Without shuffling, every epoch presents the samples in the same order, often
+    sorted by class or by source. Each batch then holds correlated samples,
+    gradient steps are biased toward whatever came last, BatchNorm statistics
+    are skewed, and the model can learn the order instead of the data. The seed
+    lists "shuffle at dataloader" among its training tips.
+
+    ## Known problems
+    Training data that must stay in order (truncated backpropagation through
+    time over one long sequence) is flagged; silence it with `# noqa: TRN401`.
+    Loaders built in one file from datasets of another are judged by names only.
+
+    ## Example
+    ```python
+    train_loader = DataLoader(train_data, batch_size=64)
+    ```
+
+    ## Use instead
+    ```python
+    train_loader = DataLoader(train_data, batch_size=64, shuffle=True)
+    ```
+    """
+
+    CODE = "TRN401"
+    MESSAGE = ("The training `DataLoader` does not shuffle, so every epoch sees the batches in the same order: "
+               "pass `shuffle=True` (or a random sampler).")
+    SEVERITY = "warning"
+    TRIGGERS = ("DataLoader",)
+
+    VALID = [
+        Valid("""
+            from torch.utils.data import DataLoader
+            train_loader = DataLoader(dataset=train_data, batch_size=64, shuffle=True)
+            test_loader = DataLoader(dataset=test_data, batch_size=64)
+            """),
+        Valid("""
+            import torch
+            sampler = torch.utils.data.distributed.DistributedSampler(train_set)
+            train_loader = torch.utils.data.DataLoader(train_set, batch_size=32, sampler=sampler)
+            """),
+        # Unknowable flag.
+        Valid("""
+            from torch.utils.data import DataLoader
+            train_loader = DataLoader(train_ds, batch_size=args.bs, shuffle=args.shuffle)
+            """),
+        # Iterable datasets cannot be shuffled by the loader.
+        Valid("""
+            from datasets import load_dataset
+            from torch.utils.data import DataLoader
+            train_ds = load_dataset("c4", "en", split="train", streaming=True)
+            train_loader = DataLoader(train_ds, batch_size=8)
+            """),
+        Valid("""
+            from torch.utils.data import DataLoader, IterableDataset
+            class Stream(IterableDataset):
+                def __iter__(self):
+                    yield from range(10)
+            train_data = Stream()
+            loader = DataLoader(train_data, batch_size=4)
+            """),
+        # Evaluating on the training set.
+        Valid("""
+            from torch.utils.data import DataLoader
+            train_eval_loader = DataLoader(train_set, batch_size=256)
+            """),
+        # kwargs dict shuffling unconditionally.
+        Valid("""
+            from torch.utils.data import DataLoader
+            train_kwargs = {"batch_size": 64, "shuffle": True}
+            train_loader = DataLoader(dataset1, **train_kwargs)
+            """),
+    ]
+    INVALID = [
+        Invalid("""
+            from torch.utils.data import DataLoader
+            train_loader = DataLoader(dataset=train_data, batch_size=64)
+            """, line=2, column=16),
+        Invalid("""
+            import torch
+            from torchvision import datasets
+            ds = datasets.MNIST("data", train=True, download=True)
+            loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)
+            """, line=4),
+        # shuffle only when CUDA is available.
+        Invalid("""
+            import torch
+            from torch.utils.data import DataLoader
+            use_cuda = torch.cuda.is_available()
+            trainloader = DataLoader(trainset, batch_size=128, shuffle=use_cuda)
+            """, line=4),
+        # pytorch/examples mnist: 'shuffle': True only in the CUDA kwargs.
+        Invalid("""
+            import torch
+            from torchvision import datasets
+            use_cuda = not args.no_cuda and torch.cuda.is_available()
+            train_kwargs = {'batch_size': args.batch_size}
+            if use_cuda:
+                cuda_kwargs = {'num_workers': 1, 'pin_memory': True, 'shuffle': True}
+                train_kwargs.update(cuda_kwargs)
+            dataset1 = datasets.MNIST('../data', train=True, download=True, transform=transform)
+            train_loader = torch.utils.data.DataLoader(dataset1, **train_kwargs)
+            """, line=9, column=16),
+    ]
+
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        self.values: dict[str, cst.BaseExpression] = {}
+        self.iterable_classes: set[str] = set()
+        self.targets: list[cst.Assign] = []
+        self.ifs: list[str] = []
+        # dict name -> shuffle values set by later updates: (value, set only when CUDA is available)
+        self.updates: dict[str, list[tuple[Optional[cst.BaseExpression], bool]]] = {}
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        if any((dotted_name(b.value) or "").endswith("IterableDataset") for b in node.bases):
+            self.iterable_classes.add(node.name.value)
+
+    def visit_If(self, node: cst.If) -> None:
+        self.ifs.append(source_of(self.context, node.test))
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.ifs.pop()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.targets.append(node)
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        self.targets.pop()
+        for target in original_node.targets:
+            if isinstance(target.target, cst.Name):
+                self.values[target.target.value] = original_node.value
+                self.updates.pop(target.target.value, None)
+            elif isinstance(target.target, cst.Subscript) and isinstance(target.target.value, cst.Name):
+                key = source_of(self.context, target.target.slice[0]) if target.target.slice else ""
+                if key.strip("'\"") == _KEY:
+                    self._record_update(target.target.value.value, original_node.value)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        recv = receiver(node)
+        if isinstance(recv, cst.Name) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "update":
+            for arg in node.args:
+                if arg.keyword is None:
+                    known = self._as_dict(arg.value) is not None
+                    self._record_update(recv.value, self._dict_value(arg.value), known=known)
+                elif arg.keyword.value == _KEY:
+                    self._record_update(recv.value, arg.value)
+        elif self.qualname(node.func) in _LOADERS:
+            message = self._problem(node)
+            if message:
+                self.report(node, message)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _record_update(self, name: str, value: Optional[cst.BaseExpression], known: bool = True) -> None:
+        if value is None and known:
+            return  # a known dict without "shuffle": changes nothing
+        cuda = any("cuda" in test or "gpu" in test for test in self.ifs)
+        self.updates.setdefault(name, []).append((value, cuda))
+
+    def _as_dict(self, expr: cst.BaseExpression) -> Optional[cst.Dict]:
+        if isinstance(expr, cst.Name):
+            expr = self.values.get(expr.value, expr)
+        return expr if isinstance(expr, cst.Dict) else None
+
+    def _dict_value(self, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        found = self._as_dict(expr)
+        for element in found.elements if found else ():
+            if isinstance(element, cst.DictElement) and source_of(self.context, element.key).strip("'\"") == _KEY:
+                return element.value
+        return None
+
+    def _problem(self, call: cst.Call) -> Optional[str]:
+        dataset = get_arg(call, "dataset", 0)
+        if dataset is None or not self._is_training(dataset.value) or self._iterable(dataset.value):
+            return None
+        if any(get_arg(call, k, p) is not None for k, p in (("sampler", 3), ("batch_sampler", 4))):
+            return None
+        shuffle = get_arg(call, _KEY, 2)
+        starred = [a.value for a in call.args if a.star == "**"]
+        if shuffle is not None:
+            return self._judge(shuffle.value)
+        if any(a.star == "*" for a in call.args) or len(starred) > 1:
+            return None
+        if starred:
+            return self._judge_kwargs(starred[0])
+        return self.MESSAGE
+
+    def _judge(self, value: cst.BaseExpression) -> Optional[str]:
+        if is_false(value):
+            return self.MESSAGE
+        if is_true(value):
+            return None
+        bound = self.values.get(value.value) if isinstance(value, cst.Name) else None
+        text = source_of(self.context, value) + (source_of(self.context, bound) if bound is not None else "")
+        return _ON_CPU if "is_available" in text or "use_cuda" in text else None
+
+    def _judge_kwargs(self, expr: cst.BaseExpression) -> Optional[str]:
+        if not isinstance(expr, cst.Name) or self._as_dict(expr) is None:
+            return None  # a dict from elsewhere: unknowable
+        updates = self.updates.get(expr.value, [])
+        if any(value is None for value, _ in updates):
+            return None  # updated from an unknown dict
+        unconditional = [v for v, cuda in updates if not cuda]
+        value = unconditional[-1] if unconditional else self._dict_value(expr)
+        if value is not None:
+            return self._judge(value)
+        if any(is_true(v) for v, cuda in updates if cuda):
+            return _ON_CPU
+        return None if updates else self.MESSAGE
+
+    def _is_training(self, dataset: cst.BaseExpression) -> bool:
+        targets = self.targets[-1].targets if self.targets else ()
+        names = " ".join([source_of(self.context, dataset), *(source_of(self.context, t.target) for t in targets)])
+        if is_eval_name(names):
+            return False
+        built = self._built(dataset)
+        if isinstance(built, cst.Call):
+            flag = get_arg(built, "train")
+            split = get_arg(built, "split")
+            if flag is not None and (is_true(flag.value) or is_false(flag.value)):
+                return is_true(flag.value)
+            if split is not None and isinstance(split.value, cst.SimpleString):
+                return is_train_name(str(split.value.evaluated_value))
+        return is_train_name(names)
+
+    def _built(self, dataset: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        if isinstance(dataset, cst.Name):
+            return self.values.get(dataset.value)
+        return dataset
+
+    def _iterable(self, dataset: cst.BaseExpression) -> bool:
+        built = self._built(dataset)
+        if not isinstance(built, cst.Call):
+            return False
+        name = dotted_name(built.func) or ""
+        streaming = get_arg(built, "streaming")
+        return (name.rsplit(".", 1)[-1] in self.iterable_classes or "Iterable" in name or "WebDataset" in name
+                or "IterDataPipe" in name or (streaming is not None and not is_false(streaming.value)))

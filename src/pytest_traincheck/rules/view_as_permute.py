@@ -1,0 +1,225 @@
+"""TRN403: `.view()` on a transposed or permuted tensor."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, target_names
+
+_METHODS = frozenset({"transpose", "permute", "t", "swapaxes", "swapdims", "movedim", "moveaxis"})
+_ATTRS = frozenset({"T", "mT", "mH", "H"})
+_FUNCS = frozenset({"torch.transpose", "torch.permute", "torch.t", "torch.swapaxes", "torch.swapdims",
+                    "torch.movedim", "torch.moveaxis"})
+_DTYPE_WORDS = ("dtype", "float", "int", "uint", "bool", "half", "complex", "bfloat")
+
+
+class ViewAsPermute(Rule):
+    """Flags `.view(...)` on the result of `transpose` / `permute` / `.t()` / `.T`.
+
+    ## What it does
+    Finds `.view(...)` and `.view_as(...)` called on a tensor that was just
+    transposed or permuted (`transpose`, `permute`, `t`, `.T`, `.mT`,
+    `swapaxes`, `swapdims`, `movedim`, `moveaxis`, as methods or `torch.*`
+    functions), directly (`x.permute(0, 2, 1).view(b, -1)`) or through a
+    variable of the same function (`y = x.transpose(1, 2)` then `y.view(...)`,
+    with no reassignment of `y` in between). `.contiguous().view(...)` and
+    `.reshape(...)` are fine; an identity `permute(0, 1, 2)` and
+    `.view(dtype)` (a reinterpretation, as numpy's) are ignored.
+
+    Only views that visibly merge axes are reported: a `-1` or a product among
+    the sizes, at most two sizes, or fewer sizes than `permute` has axes.
+    Splitting a single axis is valid on a transposed tensor (torch's own
+    multi-head attention does `q.view(bsz, num_heads, tgt_len, head_dim)` on a
+    transposed `q`), so `view(B, H, L, D)` with plain sizes is left alone.
+
+    ## Why is this bad?
+    `view` never moves data: it reinterprets the same memory with a new shape.
+    After `transpose`/`permute` the tensor is no longer laid out in row-major
+    order, so `view` either raises "view size is not compatible with input
+    tensor's size and stride" or, when the moved axes have size 1, silently
+    succeeds. Either way the code mixes the two ideas the seed warns about:
+    `view`/`reshape` merge or split axes in memory order, `permute` moves axes.
+    Using `view` to "transpose" mixes samples or features across the batch.
+
+    ## Known problems
+    Tensors passed between functions or stored on `self` are not followed, and
+    a three-or-more-size `view` that merges axes without `-1` or a product
+    is missed.
+
+    ## Example
+    ```python
+    x = x.permute(0, 2, 1).view(batch, -1)
+    ```
+
+    ## Use instead
+    ```python
+    x = x.permute(0, 2, 1).reshape(batch, -1)  # or .contiguous().view(batch, -1)
+    ```
+    """
+
+    CODE = "TRN403"
+    MESSAGE = ("`.view()` on a transposed/permuted tensor reinterprets memory instead of moving axes: use "
+               "`permute`/`transpose` to move axes, then `.reshape(...)` (or `.contiguous().view(...)`) to merge them.")
+    TRIGGERS = ("view",)
+
+    VALID = [
+        Valid("x = x.permute(0, 2, 1).contiguous().view(b, -1)\n"),
+        Valid("y = x.transpose(1, 2).reshape(b, -1)\n"),
+        Valid("""
+            y = x.transpose(1, 2)
+            y = y.contiguous()
+            z = y.view(b, -1)
+            """),
+        # A dtype reinterpretation, as numpy's view.
+        Valid("bits = arr.T.view(np.uint8)\n"),
+        # Identity permute.
+        Valid("y = x.permute(0, 1, 2).view(b, -1)\n"),
+        # Splitting one axis of a transposed tensor is valid (torchvision's MViT).
+        Valid("""
+            rel = torch.matmul(r_q, rt.transpose(1, 2)).transpose(0, 1)
+            rel = rel.view(B, n_head, q_h, q_w, q_t, k_t)
+            """),
+        # Rebound in a branch before the view.
+        Valid("""
+            def f(q, bsz):
+                q = q.transpose(0, 1)
+                q = q.contiguous()
+                return q.view(bsz, -1)
+            """),
+        # The seed's point: view and permute used for what they do.
+        Valid("""
+            import torch
+            x = torch.tensor([[1, 2, 3], [4, 5, 6]])
+            a = x.view(3, 2)
+            b = x.permute(1, 0)
+            """),
+    ]
+    INVALID = [
+        Invalid("out = x.permute(0, 2, 1).view(b, -1)\n", line=1, column=7),
+        Invalid("""
+            def forward(self, x):
+                h = x.transpose(1, 2)
+                return h.view(h.size(0), -1)
+            """, line=3, column=12),
+        Invalid("""
+            import torch
+            flat = torch.transpose(x, 0, 1).view(-1)
+            """, line=2),
+        Invalid("y = w.t().view_as(z)\n"),
+        Invalid("y = x.mT.view(b, n * m)\n"),
+        # Multi-head attention merging heads without contiguous().
+        Invalid("out = attn.transpose(1, 2).view(bs, seq, heads * dim)\n", line=1, column=7),
+    ]
+
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        # name -> holds a transposed tensor; "#ndim:<name>" -> its known rank (from permute's arguments)
+        self.scopes: list[dict[str, object]] = [{}]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.scopes.append({})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.scopes.pop()
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        moved = self._moves_axes(original_node.value)
+        for target in original_node.targets:
+            for name in target_names(target.target):
+                self.scopes[-1][name] = moved and isinstance(target.target, cst.Name)
+                self.scopes[-1]["#ndim:" + name] = _ndim(original_node.value) if moved else None
+
+    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
+        for name in target_names(original_node.target):
+            self.scopes[-1][name] = False
+
+    def visit_For(self, node: cst.For) -> None:
+        for name in target_names(node.target):
+            self.scopes[-1][name] = False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in ("view", "view_as"):
+            return
+        if func.attr.value == "view" and _is_dtype_view(self, node):
+            return
+        base = func.value
+        if isinstance(base, cst.Name) and self.scopes[-1].get(base.value, False):
+            ndim = self.scopes[-1].get("#ndim:" + base.value)
+        elif self._moves_axes(base):
+            ndim = _ndim(base)
+        else:
+            return
+        if func.attr.value == "view_as" or _merges(node, ndim):
+            self.report(node)
+
+    def _moves_axes(self, expr: cst.BaseExpression) -> bool:
+        if isinstance(expr, cst.Attribute):
+            return expr.attr.value in _ATTRS
+        if not isinstance(expr, cst.Call):
+            return False
+        if self.qualname(expr.func) in _FUNCS:
+            return True
+        func = expr.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in _METHODS:
+            return False
+        if (self.qualname(func) or "").startswith("numpy."):
+            return False
+        return not (func.attr.value == "permute" and _identity(expr))
+
+
+def _permute_dims(call: cst.Call) -> list[Optional[int]]:
+    values = [_int(a.value) for a in call.args]
+    if len(call.args) == 1 and isinstance(call.args[0].value, (cst.Tuple, cst.List)):
+        values = [_int(e.value) for e in call.args[0].value.elements]  # type: ignore[union-attr]
+    return values
+
+
+def _ndim(expr: cst.BaseExpression) -> Optional[int]:
+    """The rank of a permuted tensor when ``permute``'s arguments give it."""
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "permute":
+        if not any(a.star for a in expr.args):
+            return len(_permute_dims(expr)) or None
+    return None
+
+
+def _merges(view: cst.Call, ndim: Optional[int]) -> bool:
+    """True if a ``view`` visibly merges axes: ``-1``, a product, fewer sizes than the rank, or at most two sizes.
+
+    Splitting one axis (``view(B, H, L, D)`` of a transposed ``(B*H, L, D)``) is valid on a
+    non-contiguous tensor, so a view with three or more plain sizes is given the benefit of the doubt.
+    """
+    if any(a.star for a in view.args):
+        return False
+    sizes = [a.value for a in view.args]
+    if len(sizes) == 1 and isinstance(sizes[0], (cst.Tuple, cst.List)):
+        sizes = [e.value for e in sizes[0].elements]
+    minus_one = any(isinstance(s, cst.UnaryOperation) and isinstance(s.operator, cst.Minus) for s in sizes)
+    product = any(isinstance(s, cst.BinaryOperation) and isinstance(s.operator, cst.Multiply) for s in sizes)
+    return minus_one or product or len(sizes) <= 2 or (ndim is not None and len(sizes) < ndim)
+
+
+def _identity(call: cst.Call) -> bool:
+    values = [_int(a.value) for a in call.args]
+    if len(values) == 1 and isinstance(call.args[0].value, (cst.Tuple, cst.List)):
+        values = [_int(e.value) for e in call.args[0].value.elements]  # type: ignore[union-attr]
+    return bool(values) and values == list(range(len(values)))
+
+
+def _int(node: cst.BaseExpression) -> Optional[int]:
+    return int(node.value) if isinstance(node, cst.Integer) else None
+
+
+def _is_dtype_view(rule: Rule, call: cst.Call) -> bool:
+    if len(call.args) != 1:
+        return False
+    if call.args[0].keyword is not None:
+        return call.args[0].keyword.value == "dtype"
+    value = call.args[0].value
+    if isinstance(value, cst.SimpleString):
+        return True
+    name = (rule.qualname(value) or dotted_name(value) or "").lower()
+    last = name.rsplit(".", 1)[-1]
+    return name.startswith(("numpy.", "np.")) or last.startswith(_DTYPE_WORDS) or "dtype" in name

@@ -1,0 +1,140 @@
+"""The pytest adapter, driven through pytester (subprocesses where torch state would leak)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+SETUPS = '''
+import torch
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
+
+torch.set_num_threads(1)
+
+def make():
+    return [ex.setup("good"), ex.setup("nozero", step=_no_zero_grad)]
+
+def broken():
+    raise RuntimeError("cannot build the setup")
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(mysetup=SETUPS)
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:make"]\n')
+    return pytester
+
+
+def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines([
+        "*--train-sanity *run the training sanity checks*",
+        "*--train-sanity-select=SELECT*", "*--train-sanity-budget=BUDGET*",
+        "*train_sanity_seed (string)*"])
+
+
+def test_without_flag_nothing_is_collected_and_torch_not_imported(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import sys\ndef pytest_sessionfinish():\n    assert 'torch' not in sys.modules\n")
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_nothing_declared_prints_one_line_and_exits_5(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["traincheck: no training setup declared for --train-sanity; add *"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
+    result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "-k", "TRN101 or TRN604",
+                               "--train-sanity-report", "out.json")
+    result.assert_outcomes(passed=3, failed=1, deselected=30)
+    result.stdout.fnmatch_lines([
+        "traincheck: seed=0, device=cpu, torch=*, checks=TRN101,*",
+        "traincheck::good::TRN101-missing-zero-grad PASSED*",
+        "traincheck::nozero::TRN101-missing-zero-grad FAILED*",
+        "TRN101 missing-zero-grad [[]nozero[]]: FAIL",
+        "  after 2 training steps on the same batch, `fc1.weight.grad` *max abs diff*",
+        "  fix: Call `optimizer.zero_grad()`*",
+        "*traincheck training sanity*",
+        "setup 'good':",
+    ])
+    assert "collect.py" not in result.stdout.str()  # no plugin internals in the failure
+    data = json.loads((project.path / "out.json").read_text())
+    assert data["meta"]["seed"] == 0 and len(data["results"]) == 4
+
+
+def test_conftest_fixture_setups_select_strict_and_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('''
+import pytest, torch
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.bias_before_batchnorm import BiasBeforeBatchNorm
+torch.set_num_threads(1)
+
+@pytest.fixture
+def train_sanity_trainings():
+    return [ex.setup("fx"), BiasBeforeBatchNorm.FAILING[0]()]
+''')
+    result = pytester.runpytest_subprocess("--train-sanity", "-p", "no:cacheprovider", "-n", "2",
+                                           "--train-sanity-select", "TRN202,TRN101")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*WARN example::TRN202-bias-before-batchnorm: `0` has a bias*"])
+    strict = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-strict",
+                                "--train-sanity-select", "TRN202")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*(strict) `0` has a bias*"])
+
+
+def test_broken_factory_is_one_failing_item_without_plugin_traceback(project: pytest.Pytester) -> None:
+    project.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:broken"]\n')
+    result = project.runpytest("--train-sanity", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "cannot load mysetup:broken *RuntimeError: cannot build the setup", "*in broken*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--train-sanity-budget", "abc"], "--train-sanity-budget: invalid value 'abc'*"),
+    (["--train-sanity-select", "XYZ9"], "--train-sanity-select: unknown check code or prefix 'XYZ9'*"),
+    (["-o", "train_sanity_seed=x"], "ini option `train_sanity_seed`: invalid value 'x'*"),
+])
+def test_bad_values_name_their_source(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    result = pytester.runpytest("--train-sanity", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}"])
+
+
+def test_pyproject_select_is_honoured(pytester: pytest.Pytester) -> None:
+    from pytest_traincheck.plugin.options import load_sanity_config
+
+    pytester.makepyprojecttoml('[tool.traincheck]\nselect = ["TRN1"]\nignore = ["TRN105"]\n'
+                               '[tool.traincheck.sanity]\ntrainings = ["m:f"]\nseed = 4\n')
+    cfg = load_sanity_config(pytester.path)
+    assert cfg["select"] == ["TRN1"] and cfg["ignore"] == ["TRN105"] and cfg["trainings"] == ["m:f"]
+    assert cfg["seed"] == 4
+
+
+def test_train_sanity_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fx='''
+import torch
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
+torch.set_num_threads(1)
+
+def test_good(train_sanity):
+    report = train_sanity.run(ex.setup(), select=["TRN101", "TRN201"])
+    assert report.ok and report.get("TRN101").verdict.value == "pass"
+
+def test_bad(train_sanity):
+    train_sanity(ex.setup("nozero", step=_no_zero_grad), select=["TRN101"])
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider")  # the harness restores torch's global state
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*TRN101 missing-zero-grad [[]nozero[]]: FAIL*"])
