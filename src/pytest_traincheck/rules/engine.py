@@ -283,11 +283,11 @@ def _worker(args: tuple[Path, str, Settings]) -> FileResult:
 def settle(results: Iterable[FileResult]) -> list[Finding]:
     """The project pass: keep deferred findings whose condition the merged facts satisfy."""
     results = list(results)
-    project = ProjectFacts(r.facts for r in results)
+    project = ProjectFacts((r.path, r.facts) for r in results)
     findings: list[Finding] = []
     for result in results:
         findings.extend(result.findings)
-        findings.extend(f for f, condition in result.deferred if project.holds(condition))
+        findings.extend(f for f, condition in result.deferred if project.holds(condition, result.path))
     return sorted_findings(findings)
 
 

@@ -70,57 +70,71 @@ class FileFacts:
 
 
 class ProjectFacts:
-    """The merged facts of every file in the run."""
+    """The merged facts of every file in the run.
 
-    def __init__(self, files: Iterable[FileFacts]) -> None:
-        self.classes: dict[str, list[ClassFacts]] = {}
-        for facts in files:
+    A class name is resolved the way Python would most likely resolve it: a
+    class defined in the file that uses it wins, then one in a file matching the
+    import's module path (``model.Net`` -> ``.../model.py``), then every class of
+    that name in the run, which must then all agree.
+    """
+
+    def __init__(self, files: Iterable[tuple[str, FileFacts]]) -> None:
+        self.classes: dict[str, list[tuple[str, ClassFacts]]] = {}
+        for path, facts in files:
             for name, cls in facts.classes.items():
-                self.classes.setdefault(name, []).append(cls)
+                self.classes.setdefault(name, []).append((path, cls))
 
-    def _short(self, name: str) -> str:
-        return name.rsplit(".", 1)[-1]
+    def _candidates(self, name: str, path: str) -> list[tuple[str, ClassFacts]]:
+        found = self.classes.get(name.rsplit(".", 1)[-1], [])
+        local = [entry for entry in found if entry[0] == path]
+        if local:
+            return local
+        if "." in name:
+            hint = name.rsplit(".", 1)[0].replace(".", "/") + ".py"
+            module_match = [entry for entry in found if entry[0].replace("\\", "/").endswith(hint)]
+            if module_match:
+                return module_match
+        return found
 
-    def is_module(self, name: str, _seen: Optional[set[str]] = None) -> bool:
+    def is_module(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
         """True if every class of that name derives (transitively) from nn.Module."""
-        seen = _seen or set()
-        short = self._short(name)
-        if short in seen or short not in self.classes:
+        seen = _seen if _seen is not None else set()
+        found = self._candidates(name, path)
+        if name in seen or not found:
             return False
-        seen.add(short)
-        return all(
-            c.direct_module or any(self.is_module(b, seen) for b in c.bases) for c in self.classes[short]
-        )
+        seen.add(name)
+        return all(c.direct_module or any(self.is_module(b, p, seen) for b in c.bases) for p, c in found)
 
-    def returns(self, name: str, activation: str) -> bool:
+    def returns(self, name: str, path: str, activation: str, _seen: Optional[set[str]] = None) -> bool:
         """True if every class of that name returns only ``activation`` from forward (inherited too)."""
-        short = self._short(name)
-        found = self.classes.get(short)
-        if not found:
+        seen = _seen if _seen is not None else set()
+        found = self._candidates(name, path)
+        if name in seen or not found:
             return False
+        seen.add(name)
         return all(
             (bool(c.returns) and all(r == activation for r in c.returns))
-            or (not c.returns and any(self.returns(b, activation) for b in c.bases if self._short(b) != short))
-            for c in found
+            or (not c.returns and any(self.returns(b, p, activation, seen) for b in c.bases))
+            for p, c in found
         )
 
-    def recurrent(self, name: str, _seen: Optional[set[str]] = None) -> bool:
+    def recurrent(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
         """True if some class of that name (or a base of it) holds a recurrent layer."""
-        seen = _seen or set()
-        short = self._short(name)
-        if short in seen:
+        seen = _seen if _seen is not None else set()
+        if name in seen:
             return False
-        seen.add(short)
-        return any(c.recurrent or any(self.recurrent(b, seen) for b in c.bases) for c in self.classes.get(short, []))
+        seen.add(name)
+        return any(c.recurrent or any(self.recurrent(b, p, seen) for b in c.bases)
+                   for p, c in self._candidates(name, path))
 
-    def holds(self, condition: Condition) -> bool:
-        """Settle a deferred finding's condition."""
+    def holds(self, condition: Condition, path: str) -> bool:
+        """Settle a deferred finding's condition, for a finding in the file ``path``."""
         if condition.kind == "returns":
-            return self.is_module(condition.name) and self.returns(condition.name, condition.value)
+            return self.is_module(condition.name, path) and self.returns(condition.name, path, condition.value)
         if condition.kind == "recurrent":
-            return self.is_module(condition.name) and self.recurrent(condition.name)
+            return self.is_module(condition.name, path) and self.recurrent(condition.name, path)
         if condition.kind == "not-recurrent":
-            return not self.recurrent(condition.name)
+            return not self.recurrent(condition.name, path)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
 
 

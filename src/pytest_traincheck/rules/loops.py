@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import Iterator, Optional, Union
 from weakref import WeakKeyDictionary
 
 import libcst as cst
@@ -143,7 +143,7 @@ class FileLoops:
     def claim(self, rule: "LoopRule") -> bool:
         """True if ``rule`` drives (records events for) the traversal that is about to start.
 
-        The first loop rule asked starts a round; a round ends when its driver
+        The first loop rule built starts a round; a round ends when its driver
         has left the module, or when a rule of a class already in the round
         asks (a new traversal, e.g. the engine re-running rules one by one).
         """
@@ -495,16 +495,14 @@ def loops_for(context: FileContext) -> FileLoops:
     return loops
 
 
-_VISITOR_NAMES: dict[type, tuple[str, ...]] = {}
-_ALWAYS = ("visit_Module", "leave_Module")
 
 
 class LoopRule(Rule):
     """A rule reading ``FileLoops``; subclasses implement ``check`` (called once the file is walked).
 
-    Only one loop rule per traversal (the first to be asked for its visitor
-    methods: the driver) records the events; the others register just
-    ``visit_Module``/``leave_Module``, so seven loop rules cost one rule's
+    Only one loop rule per traversal (the first built: the driver) records the
+    events; the others shadow their recording methods with libcst's no-op
+    stubs, which both walkers skip, so seven loop rules cost one rule's
     dispatch.
     """
 
@@ -514,20 +512,9 @@ class LoopRule(Rule):
         super().__init__(context)
         self.loops = loops_for(context)
         self._finished = False
-
-    def get_visitors(self) -> dict[str, Callable[[cst.CSTNode], None]]:  # type: ignore[override]
-        """The visitor methods (cached per class, unlike libcst's ``inspect.getmembers``)."""
-        cls = type(self)
-        names = _VISITOR_NAMES.get(cls)
-        if names is None:
-            names = _VISITOR_NAMES[cls] = tuple(
-                name for name in dir(cls)
-                if name.startswith(("visit_", "leave_")) and callable(getattr(cls, name))
-                and not getattr(getattr(cls, name), "_is_no_op", False)
-            )
         if not self.loops.claim(self):
-            names = _ALWAYS
-        return {name: getattr(self, name) for name in names}
+            for name in _RECORDING:
+                setattr(self, name, getattr(cst.BatchableCSTVisitor, name).__get__(self))
 
     def check(self) -> None:  # pragma: no cover - overridden
         """Report this rule's findings from ``self.loops``."""
@@ -633,6 +620,11 @@ class LoopRule(Rule):
         if self.loops.fresh("augassign", node):
             augmented = isinstance(node.operator, cst.AddAssign)
             self.loops.on_assign(node, [node.target], node.value if augmented else None, augmented=True)
+
+
+_RECORDING = tuple(
+    name for name in vars(LoopRule) if name.startswith(("visit_", "leave_")) and name != "leave_Module"
+)
 
 
 # -- pure helpers ------------------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""The project pass: facts from one file settle findings in another, also through the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_traincheck.cli import main
+
+MODEL_SOFTMAX = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=1)
+"""
+MODEL_LOGITS = MODEL_SOFTMAX.replace("return F.softmax(self.fc(x), dim=1)", "return self.fc(x)")
+TRAIN = """
+import torch.nn as nn
+from model import Net
+
+model = Net()
+criterion = nn.CrossEntropyLoss()
+
+
+def step(x, y):
+    return criterion(model(x), y)
+"""
+
+
+def _lint(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> list[str]:
+    code = main(["lint", str(tmp_path), "--select", "TRN201", "--output-format", "concise", "-q",
+                 "--cache-dir", str(tmp_path / ".cache"), *extra])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    return [line.split(": ")[0].rsplit("/", 1)[-1] + " " + line.split(": ")[1].split()[0] for line in out.splitlines()]
+
+
+def test_cross_file_finding_follows_the_model_file_through_the_cache(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.py").write_text(MODEL_SOFTMAX)
+    (tmp_path / "train.py").write_text(TRAIN)
+    assert _lint(tmp_path, capsys) == ["train.py:10:12 TRN201"]
+    assert _lint(tmp_path, capsys) == ["train.py:10:12 TRN201"]  # warm cache, same answer
+    (tmp_path / "model.py").write_text(MODEL_LOGITS)  # only model.py changes: train.py comes from the cache
+    assert _lint(tmp_path, capsys) == []
+    (tmp_path / "model.py").write_text(MODEL_SOFTMAX)
+    assert _lint(tmp_path, capsys) == ["train.py:10:12 TRN201"]
+
+
+def test_a_class_defined_in_the_same_file_wins_over_a_namesake(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    local = MODEL_SOFTMAX + TRAIN.replace("from model import Net\n", "")
+    (tmp_path / "a.py").write_text(local)
+    (tmp_path / "b.py").write_text(MODEL_LOGITS)  # another class Net, returning logits
+    assert [f.split()[1] for f in _lint(tmp_path, capsys, "--no-cache")] == ["TRN201"]
+
+
+def test_the_imported_module_decides_between_namesakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.py").write_text(MODEL_LOGITS)
+    (tmp_path / "other.py").write_text(MODEL_SOFTMAX)  # a namesake in a module train.py does not import
+    (tmp_path / "train.py").write_text(TRAIN)
+    assert _lint(tmp_path, capsys, "--no-cache") == []
