@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pytest_traincheck import catalog
+from pytest_traincheck.versions import declared_torch_version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,7 +157,7 @@ def load_config(path: Optional[Path], start: Optional[Path] = None) -> LintConfi
     table = read_table(path)
     config = LintConfig(source=path, root=path.resolve().parent)
     if path.name == "pyproject.toml":
-        config.torch_version = declared_torch_version(_read_toml(path))
+        config.torch_version = declared_torch_version(path)
     for key, value in table.items():
         if key in _SUBTABLES:
             continue
@@ -181,26 +181,3 @@ def override(config: LintConfig, **flags: Any) -> LintConfig:
             given[key] = [*getattr(config, key), *given[key]]
     return replace(config, **given)
 
-
-_TORCH_REQ = re.compile(r"^\s*torch\s*(?:\[[^\]]*\])?\s*(?P<spec>[<>=!~][^;]*)?")
-
-
-def declared_torch_version(pyproject: dict[str, Any]) -> Optional[str]:
-    """Return the newest torch a project's dependencies allow, if they cap it (``torch<2.6`` -> ``2.5.999``)."""
-    deps = pyproject.get("project", {}).get("dependencies", [])
-    for dep in deps if isinstance(deps, list) else []:
-        match = _TORCH_REQ.match(str(dep))
-        if not match or not match.group("spec"):
-            continue
-        for clause in match.group("spec").split(","):
-            clause = clause.strip()
-            op = re.match(r"(==|<=|<|~=)\s*([0-9][0-9.]*)", clause)
-            if not op:
-                continue
-            version = op.group(2).rstrip(".")
-            if op.group(1) == "<":
-                parts = [int(p) for p in version.split(".") if p]
-                parts[-1] -= 1
-                return ".".join(str(p) for p in parts) + ".999"
-            return version
-    return None

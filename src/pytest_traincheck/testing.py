@@ -18,12 +18,13 @@ def lint_source(
     fix: bool = False,
     unsafe_fixes: bool = False,
     dedent: bool = True,
+    torch_version: Optional[str] = None,
 ) -> tuple[list[Finding], Optional[str]]:
     """Lint ``source`` (plus other in-memory ``files`` of the same run) with only ``codes``.
 
     Returns the findings in ``path`` and, when fixing, the fixed source (None if unchanged).
     """
-    settings = engine.Settings(tuple(codes), fix=fix, unsafe_fixes=unsafe_fixes)
+    settings = engine.Settings(tuple(codes), fix=fix, unsafe_fixes=unsafe_fixes, torch_version=torch_version)
     text = textwrap.dedent(source).lstrip("\n") if dedent else source
     results = [engine.lint_bytes(path, text.encode("utf-8"), settings)]
     for name, other in (files or {}).items():

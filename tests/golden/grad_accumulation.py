@@ -5,7 +5,7 @@ from torch.nn.utils import clip_grad_norm_
 
 
 def train(model, loader, optimizer, scheduler, accum_steps=4, device="cuda"):
-    scaler = torch.cuda.amp.GradScaler()
+    scaler = torch.amp.GradScaler("cuda")
     criterion = nn.CrossEntropyLoss()
     model.train()
     optimizer.zero_grad(set_to_none=True)

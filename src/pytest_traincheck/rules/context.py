@@ -31,6 +31,10 @@ class FileContext:
         # local alias -> fully qualified name, filled in source order by ImportTracker
         self.imports: dict[str, str] = {}
 
+    def fresh(self) -> "FileContext":
+        """Return a new context for the same tree, with no imports, findings or shared state yet."""
+        return FileContext(self.path, self.source, self.module, self.wrapper, self.torch_version)
+
     def qualname(self, node: Optional[cst.CSTNode]) -> Optional[str]:
         """Resolve a Name/Attribute chain through the imports seen so far."""
         dotted = dotted_name(node)

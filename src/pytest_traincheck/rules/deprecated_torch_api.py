@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import older_than
+from pytest_traincheck.versions import older_than
 from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, is_false, is_true
 
 

@@ -146,20 +146,20 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
         raise
     except Exception:
         pass
-    # Some rule raised: run each rule alone to keep the others' findings and name the culprit.
+    # Some rule raised: run each rule alone, on a fresh context so that no state the failed
+    # traversal left behind leaks in, to keep the others' findings and name the culprit.
     failed: list[str] = []
     context.raw.clear()
-    context.imports.clear()
-    facts = FactsCollector(context)
-    walk(context.module, [ImportTracker(context), facts])
+    facts = FactsCollector(context.fresh())
+    walk(context.module, [ImportTracker(facts.context), facts])
     for rule in rules:
-        before = len(context.raw)
-        context.imports.clear()
+        alone = context.fresh()
         try:
-            walk(context.module, [ImportTracker(context), rule(context)])
+            walk(context.module, [ImportTracker(alone), rule(alone)])
         except Exception as exc:
-            del context.raw[before:]
             failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
+            continue
+        context.raw.extend(alone.raw)
     return facts.facts, failed
 
 

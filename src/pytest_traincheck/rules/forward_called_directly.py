@@ -10,11 +10,14 @@ from pytest_traincheck.rules.base import Invalid, Valid, dotted_name
 from pytest_traincheck.rules.dataflow import FlowRule
 
 # Receivers whose last name says "a model": model, net, encoder, teacher_model, self.backbone...
+# Not `module` / `*_module`: script, mobile, remote and fx graph modules are called that, and their
+# `.forward()` is often the required spelling (TorchScript interfaces) or a deliberate bypass.
 _MODEL_NAME = re.compile(
-    r"^(model|net|network|module|encoder|decoder|backbone|generator|discriminator|classifier|head"
+    r"^(model|net|network|encoder|decoder|backbone|generator|discriminator|classifier|head"
     r"|teacher|student|critic|actor|policy|layer|block)$"
-    r"|(_model|_net|_network|_module|_encoder|_decoder|_backbone|_head|_block)$|^(model|net)_"
+    r"|(_model|_net|_network|_encoder|_decoder|_backbone|_head|_block)$|^(model|net)_"
 )
+_SCRIPTED = ("jit.script", "jit.script_method", "jit.export", "jit.interface", "jit.ignore", "jit.unused")
 _MODULE_KINDS = frozenset({"module", "seq"})
 
 
@@ -33,6 +36,9 @@ class ForwardCalledDirectly(FlowRule):
       `discriminator`, `classifier`, `head`, `teacher`, `student`, `critic`,
       `actor`, `policy`, `layer`, `block`, or ending in `_model`, `_net`,
       `_encoder`, `_decoder`, `_head`, `_block` (`self.text_encoder.forward(x)`).
+      Not `module` / `*_module`: TorchScript, mobile, remote and fx graph
+      modules go by those names, and for them `.forward()` is often required
+      or a deliberate bypass.
 
     ## Why is this bad?
     `model(x)` runs `nn.Module.__call__`, which runs the forward pre-hooks and
@@ -49,7 +55,9 @@ class ForwardCalledDirectly(FlowRule):
     purpose; hooks on the module itself are the author's to manage), calls on
     a capitalized name (a class: `MyFunction.forward(ctx, x)` for
     `torch.autograd.Function`), and receivers whose name says nothing (`obj`,
-    `ctx`, `m`). The name heuristic can flag a non-module object with a
+    `ctx`, `m`, `module`), and functions compiled by TorchScript
+    (`@torch.jit.script`, `@torch.jit.export`...), where hooks do not run and
+    interface types must be called through `.forward()`. The name heuristic can flag a non-module object with a
     `forward` method named like a model.
 
     ## Example
@@ -107,6 +115,14 @@ class ForwardCalledDirectly(FlowRule):
         Valid("""
             def run(pipeline, x):
                 return pipeline.forward(x)
+            """),
+        # TorchScript: an interface module must be called through forward.
+        Valid("""
+            import torch
+
+            @torch.jit.script
+            def run(model: MyInterface, t: torch.Tensor) -> torch.Tensor:
+                return model.forward(t)
             """),
         # Passing the bound method (to trace or inspect it) is not a call.
         Valid("""
@@ -189,9 +205,28 @@ class ForwardCalledDirectly(FlowRule):
         ),
     ]
 
+    def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(context)
+        self._scripted = 0  # depth of TorchScript functions: no hooks there, `.forward()` may be required
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
+        self._scripted += self._is_scripted(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._scripted -= self._is_scripted(original_node)
+        super().leave_FunctionDef(original_node)
+
+    def _is_scripted(self, node: cst.FunctionDef) -> bool:
+        for decorator in node.decorators:
+            target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
+            if (self.qualname(target) or "").endswith(_SCRIPTED):
+                return True
+        return False
+
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
-        if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
+        if self._scripted or not isinstance(func, cst.Attribute) or func.attr.value != "forward":
             return
         if self._plausible_module(func.value):
             self.report(node, fix=_call_receiver)

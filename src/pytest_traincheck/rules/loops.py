@@ -127,7 +127,6 @@ class FileLoops:
         self.context = context
         self._last: tuple[str, int] = ("", 0)
         self.driver: Optional[LoopRule] = None
-        self._round: set[type] = set()
         self.reset(None)
 
     def reset(self, module: Optional[cst.CSTNode]) -> None:
@@ -141,18 +140,16 @@ class FileLoops:
         self._cache: dict[object, object] = {}
 
     def claim(self, rule: "LoopRule") -> bool:
-        """True if ``rule`` drives (records events for) the traversal that is about to start.
+        """True if ``rule`` drives (records events for) the next traversal.
 
-        The first loop rule built starts a round; a round ends when its driver
-        has left the module, or when a rule of a class already in the round
-        asks (a new traversal, e.g. the engine re-running rules one by one).
+        The engine builds every rule of a traversal before walking; the first
+        loop rule built drives, and a rule built after its driver has started
+        walking belongs to a new traversal (the engine re-running rules one by
+        one) and drives that one.
         """
-        driver = self.driver
-        if driver is None or driver._finished or type(rule) in self._round:
+        if self.driver is None or self.driver._started:
             self.driver = rule
-            self._round = {type(rule)}
             return True
-        self._round.add(type(rule))
         return False
 
     def fresh(self, event: str, node: cst.CSTNode) -> bool:
@@ -511,7 +508,7 @@ class LoopRule(Rule):
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
         self.loops = loops_for(context)
-        self._finished = False
+        self._started = False
         if not self.loops.claim(self):
             for name in _RECORDING:
                 setattr(self, name, getattr(cst.BatchableCSTVisitor, name).__get__(self))
@@ -520,13 +517,12 @@ class LoopRule(Rule):
         """Report this rule's findings from ``self.loops``."""
 
     def visit_Module(self, node: cst.Module) -> None:
+        self._started = True
         if self.loops.fresh("module", node):
             self.loops.reset(node)
 
     def leave_Module(self, original_node: cst.Module) -> None:
         self.loops.fresh("/module", original_node)
-        if self.loops.driver is self:
-            self._finished = True
         self.check()
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import older_than
+from pytest_traincheck.versions import older_than
 from pytest_traincheck.rules.base import Invalid, Rule, Valid, get_arg, is_false
 
 _LOAD = "torch.load"

@@ -94,9 +94,10 @@ class UnknownTorchApi(Rule):
     ## Known problems
     Names starting with `_` are not checked, nor are the device modules that
     out-of-tree backends attach to torch (`torch.npu`, `torch.hpu`, `torch.mlu`,
-    `torch.musa`...), nor attributes inside a `try`
-    that catches `AttributeError`/`ImportError`/`Exception` or an `if` that
-    tests `hasattr`, `getattr`, a version or an availability flag (feature
+    `torch.musa`...), nor type annotations (names such as `torch.Device` exist
+    only in torch's type stubs; a type checker reports typos there), nor
+    attributes inside a `try` that catches `AttributeError`/`ImportError`/
+    `Exception` or an `if` that tests `hasattr`, `getattr`, a version or an availability flag (feature
     detection across torch versions). A name removed from torch in both the
     shipped list's release and the installed one, but present in the older
     torch a project pins, is reported.
@@ -148,6 +149,14 @@ class UnknownTorchApi(Rule):
                 FancyAttention = None
             """),
         # Not torch: a local object that happens to be called torch-like.
+        # Annotations: `torch.Device` exists only in the type stubs.
+        Valid("""
+            from __future__ import annotations
+            import torch
+            def to(x, device: torch.Device | None = None) -> torch.Tensor:
+                target: torch.Device = device
+                return x.to(target)
+            """),
         Valid("""
             class nn:
                 Layer = object
@@ -202,6 +211,12 @@ class UnknownTorchApi(Rule):
 
     def leave_IfExp(self, original_node: cst.IfExp) -> None:
         self._guards -= self._is_guard(original_node.test)
+
+    def visit_Annotation(self, node: cst.Annotation) -> None:
+        self._guards += 1  # stub-only names (torch.Device) are fine in annotations; type checkers see typos
+
+    def leave_Annotation(self, original_node: cst.Annotation) -> None:
+        self._guards -= 1
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self._targets.update(id(t.target) for t in node.targets)  # torch.x = ... defines it

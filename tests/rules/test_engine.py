@@ -1,0 +1,90 @@
+"""The engine's own guarantees: rule isolation, the parse-skipping triggers, the read-only walker."""
+
+from __future__ import annotations
+
+import libcst as cst
+import pytest
+
+from pytest_traincheck.rules import engine
+from pytest_traincheck.rules.base import Invalid, Rule
+from pytest_traincheck.rules.registry import all_rules
+from pytest_traincheck.rules.walk import walk
+
+CLIP = b"import torch\ntorch.nn.utils.clip_grad_norm(p, 1)\n"
+
+
+class Exploding(Rule):
+    """A rule that raises on every call (test double)."""
+
+    CODE = "TRN208"
+
+    def visit_Call(self, node: cst.Call) -> None:
+        raise ValueError("boom")
+
+
+def test_a_rule_that_raises_is_an_internal_error_and_the_others_still_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = [rule for rule in all_rules() if rule.CODE == "TRN107"]
+    monkeypatch.setattr(engine.Settings, "rules", lambda self: [*real, Exploding])
+    result = engine.lint_bytes("x.py", CLIP, engine.Settings(("TRN107", "TRN208")))
+    assert result.internal_error
+    assert [f.code for f in result.findings] == ["TRN001", "TRN107"]
+    assert "TRN208 (Exploding) raised ValueError: boom" in result.findings[0].message
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.CODE)
+def test_triggers_never_hide_a_rule_s_own_findings(rule: type[Rule]) -> None:
+    """Skipping files without trigger words is safe: every invalid example holds a trigger."""
+    for example in rule.INVALID:
+        text = example.source() if isinstance(example, Invalid) else example
+        assert not rule.TRIGGERS or any(t in text for t in rule.TRIGGERS), (rule.CODE, text[:80])
+
+
+def test_files_without_trigger_words_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    real_parse = engine.parse
+    monkeypatch.setattr(engine, "parse", lambda path, data: parsed.append(path) or real_parse(path, data))
+    settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
+    engine.lint_bytes("plain.py", b"def add(a, b):\n    return a + b\n", settings)
+    engine.lint_bytes("model.py", CLIP, settings)
+    assert parsed == ["model.py"]
+
+
+class _Recorder(cst.BatchableCSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.events.append(f"call {cst.Module([]).code_for_node(node.func)}")
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.events.append(f"def {node.name.value}")
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.events.append(f"end {original_node.name.value}")
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.events.append(f"name {node.value}")
+
+
+SOURCE = '''
+import torch
+
+@torch.no_grad()
+def evaluate(model, loader, *, k=1):
+    for x, y in loader:
+        out = model(x) if k else None
+        print(out.argmax(1), y)
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return [f(x) for f in self.layers]
+'''
+
+
+def test_the_walker_visits_like_libcst() -> None:
+    module = cst.parse_module(SOURCE)
+    ours, theirs = _Recorder(), _Recorder()
+    walk(module, [ours])
+    cst.MetadataWrapper(module, unsafe_skip_copy=True).visit_batched([theirs])
+    assert ours.events == theirs.events
