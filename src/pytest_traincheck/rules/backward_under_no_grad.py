@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Valid
+from pytest_traincheck.rules.base import Invalid, Valid, dotted_name
 from pytest_traincheck.rules.loops import Event, LoopRule, Scope
 
 
@@ -14,11 +14,14 @@ class BackwardUnderNoGrad(LoopRule):
     """Flags `backward()` on a value computed with gradient tracking off.
 
     ## What it does
-    Finds `backward()` calls inside `with torch.no_grad():`,
-    `with torch.inference_mode():`, `with torch.set_grad_enabled(False):` or in
-    a function decorated with `@torch.no_grad()` / `@torch.inference_mode()`
-    (unless an inner `torch.enable_grad()` turns tracking back on), and
-    `loss.backward()` where `loss` was last assigned inside such a block.
+    Finds `loss.backward()` where `loss` was last assigned inside
+    `with torch.no_grad():`, `with torch.inference_mode():`,
+    `with torch.set_grad_enabled(False):` or in a function decorated with
+    `@torch.no_grad()` / `@torch.inference_mode()` (unless an inner
+    `torch.enable_grad()` turns tracking back on), and `backward()` on an
+    expression computed in such a block (`criterion(out, y).backward()`).
+    A loss computed with tracking on and back-propagated inside a no-grad
+    block is fine (`backward()` follows the graph already recorded).
 
     ## Why is this bad?
     Under `no_grad` no graph is recorded: the loss has no `grad_fn`, so
@@ -27,9 +30,10 @@ class BackwardUnderNoGrad(LoopRule):
     gradient for any weight: the model silently stops learning.
 
     ## Known problems
-    Only a plain name (`loss.backward()`) is followed from its assignment, within
-    one function; `torch.set_grad_enabled(False)` called as a statement (not a
-    `with`) is not followed.
+    A name (`loss`, `self.loss`) is followed from its last assignment within
+    one function only: a loss that is a parameter, or computed by a helper
+    under `no_grad`, is not followed. `torch.set_grad_enabled(False)` called as
+    a statement (not a `with`) is not followed.
 
     ## Example
     ```python
@@ -83,6 +87,13 @@ class BackwardUnderNoGrad(LoopRule):
                 loss = model(x).sum()
             loss.backward()
             """),
+        # Computed with grad, back-propagated under no_grad: the graph exists.
+        Valid("""
+            import torch
+            loss = criterion(model(x), y)
+            with torch.no_grad():
+                loss.backward()
+            """),
         # set_grad_enabled(train): unknown mode.
         Valid("""
             import torch
@@ -101,6 +112,15 @@ class BackwardUnderNoGrad(LoopRule):
             loss.backward()
             """,
             line=4, column=1,
+        ),
+        Invalid(
+            """
+            import torch
+            with torch.no_grad():
+                out = model(x)
+                criterion(out, y).backward()
+            """,
+            line=4, column=5,
         ),
         Invalid(
             """
@@ -141,17 +161,18 @@ class BackwardUnderNoGrad(LoopRule):
 
     def check(self) -> None:
         for event in self.loops.events:
-            if event.kind != "backward":
+            if event.kind != "backward" or event.expr is None:
                 continue
-            if self.loops.grad_mode(event.scope) == "off":
-                self.report(event.node)
-            elif isinstance(event.expr, cst.Name):
-                binding = self._last_binding(event, event.expr.value)
-                if binding is not None and self.loops.grad_mode(binding.scope) == "off" \
-                        and _straight(binding.scope, event.scope):
-                    self.report(event.node, f"`{event.expr.value}` is computed under `torch.no_grad()`/"
-                                "`inference_mode()` and has no graph, so `backward()` trains nothing: compute it "
-                                "outside the no-grad block.")
+            name = dotted_name(event.expr)
+            if name is None:  # an expression computed right here
+                if self.loops.grad_mode(event.scope) == "off":
+                    self.report(event.node)
+                continue
+            binding = self._last_binding(event, name)
+            if binding is not None and self.loops.grad_mode(binding.scope) == "off" \
+                    and _straight(binding.scope, event.scope):
+                self.report(event.node, f"`{name}` is computed under `torch.no_grad()`/`inference_mode()` and "
+                            "has no graph, so `backward()` trains nothing: compute it outside the no-grad block.")
 
     def _last_binding(self, use: Event, name: str) -> Optional[Event]:
         func = use.scope.function()

@@ -42,7 +42,9 @@ class BiasBeforeBatchNorm(FlowRule):
 
     ## Known problems
     Only direct adjacency is flagged: `conv -> ReLU -> BN` keeps its bias
-    (it is not redundant there). Layers built by helper functions
+    (it is not redundant there), and so does a layer that is also called
+    without a BatchNorm after it, or whose BatchNorm is applied only in an
+    `if` (`if self.with_bn: x = self.bn(x)`). Layers built by helper functions
     (`conv3x3(...)`), passed in as arguments, or built in a base class are
     not followed. Removing the bias changes the `state_dict` keys, so
     pretrained checkpoints of the old architecture will not load with
@@ -111,6 +113,26 @@ class BiasBeforeBatchNorm(FlowRule):
         Valid("""
             import torch.nn as nn
             layer = nn.Sequential(nn.Linear(4, 4, bias=not use_bn), nn.BatchNorm1d(4))
+            """),
+        # The BatchNorm is optional: without it the bias matters.
+        Valid("""
+            import torch.nn as nn
+
+            class Head(nn.Module):
+                def __init__(self, with_bn=True):
+                    super().__init__()
+                    self.fc = nn.Linear(8, 8)
+                    self.bn = nn.BatchNorm1d(8)
+                    self.with_bn = with_bn
+
+                def forward(self, x):
+                    x = self.fc(x)
+                    if self.with_bn:
+                        x = self.bn(x)
+                    return x
+
+                def features(self, x):
+                    return self.fc(x)
             """),
         # A BatchNorm before the linear layer, not after.
         Valid("""
@@ -230,6 +252,8 @@ class BiasBeforeBatchNorm(FlowRule):
         super().__init__(context)
         self._lists: list[dict[str, _ListSeq]] = [{}]
         self._reported: set[int] = set()
+        # Layers called in methods: construction id -> [layer, calls, calls feeding BN, `if` depth of last call].
+        self._uses: dict[int, list] = {}
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         super().visit_FunctionDef(node)
@@ -245,12 +269,28 @@ class BiasBeforeBatchNorm(FlowRule):
             self._check_sequential(node)
             return
         callee = self.flow.evaluate(node.func) if qual is None else None
-        if callee is not None and callee.kind == "module" and callee.detail in BATCHNORM_LAYERS:
+        if callee is not None and callee.kind == "module" and isinstance(callee.node, cst.Call):
+            self._count_use(node, callee.detail, callee.node)
+        self._track_list_call(node)
+
+    def _count_use(self, node: cst.Call, qual: str, construction: cst.Call) -> None:
+        """Count calls of a layer built in this file, and those whose output goes straight into BatchNorm."""
+        depth = len(self.flow.ifs)
+        if qual in BIASED_LAYERS:
+            use = self._uses.setdefault(id(construction), [(qual, construction), 0, 0, depth])
+            use[1] += 1
+            use[3] = depth
+        elif qual in BATCHNORM_LAYERS:
             arg = first_arg(node)
             value = self.flow.evaluate(arg.value) if arg is not None else None
-            if value is not None and value.kind == "out" and isinstance(value.node, cst.Call):
-                self._flag((value.detail, value.node))
-        self._track_list_call(node)
+            use = self._uses.get(id(value.node)) if value is not None and value.kind == "out" else None
+            if use is not None and use[3] == depth:  # a BN applied only in an `if` keeps the bias useful
+                use[2] += 1
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        for layer, calls, into_bn, _ in self._uses.values():
+            if calls and into_bn == calls:  # every use feeds BatchNorm: the bias never matters
+                self._flag(layer)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         target = node.targets[0].target

@@ -228,6 +228,29 @@ class MissingZeroGrad(LoopRule):
                 opt_g.step()
             """,
         ),
+        # WGAN: the critic's inner loop clears its optimizer; the generator's step does not.
+        Invalid(
+            """
+            for real in loader:
+                for _ in range(n_critic):
+                    opt_d.zero_grad()
+                    critic_loss(real).backward()
+                    opt_d.step()
+                gen_loss().backward()
+                opt_g.step()
+            """,
+            line=1,
+            expected_fix="""
+            for real in loader:
+                opt_g.zero_grad()
+                for _ in range(n_critic):
+                    opt_d.zero_grad()
+                    critic_loss(real).backward()
+                    opt_d.step()
+                gen_loss().backward()
+                opt_g.step()
+            """,
+        ),
         # The step happens in a helper of the same file: reported, no fix.
         Invalid(
             """
@@ -262,11 +285,15 @@ class MissingZeroGrad(LoopRule):
     ]
 
     def check(self) -> None:
-        for loop, events in self.loops.training_loops():
+        for loop in self.loops.loops:
+            events = self.loops.walk(loop)
+            if not any(e.kind == "backward" for e in events):
+                continue
             clears = [e for e in events if e.kind == "clear"]
             missing: dict[str, Event] = {}
             for step in (e for e in events if self.loops.is_step(e)):
-                if not any(self.loops.clears(clear, step, loop) for clear in clears):
+                if not any(self.loops.clears(clear, step, loop) for clear in clears) \
+                        and not self._inner_training_loop(step, loop):
                     missing.setdefault(self.loops.opt_key(step, loop), step)
             if missing:
                 names = [e.name for e in missing.values()]
@@ -274,6 +301,16 @@ class MissingZeroGrad(LoopRule):
                 message = (f"`{shown}.step()` applies gradients that are never cleared in this loop: call "
                            f"`{shown}.zero_grad()` once per iteration, before `backward()`.")
                 self.report(loop.node, message, fix=self._fix(loop, events, list(missing.values())))
+
+    def _inner_training_loop(self, step: Event, loop: Scope) -> bool:
+        """True if ``step`` runs in a loop nested in ``loop`` that calls backward itself (judged on its own)."""
+        for scope in step.scope.ancestors():
+            if scope is loop:
+                return False
+            if scope.kind == "loop" and not loop.inside(scope) \
+                    and any(e.kind == "backward" for e in self.loops.walk(scope)):
+                return True
+        return False
 
     def _fix(self, loop: Scope, events: list[Event], steps: list[Event]):  # type: ignore[no-untyped-def]
         body = loop.node.body  # type: ignore[attr-defined]
