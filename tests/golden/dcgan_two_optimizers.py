@@ -1,4 +1,4 @@
-"""A DCGAN-style loop with two optimizers; correct."""
+"""A DCGAN-style loop with two optimizers: the loop is correct; the Sigmoid + BCELoss pair is TRN204."""
 import torch
 import torch.nn as nn
 import torch.optim as optim

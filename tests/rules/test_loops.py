@@ -468,6 +468,88 @@ def test_deepspeed_engine_steps_are_not_optimizer_steps() -> None:
     assert _codes(source) == []
 
 
+# The transfer-learning tutorial: one loop for both phases, grad mode from a variable.
+TRANSFER_LEARNING = """
+import torch
+def train_model(model, criterion, optimizer, scheduler, num_epochs=25):
+    for epoch in range(num_epochs):
+        for phase in ["train", "val"]:
+            running_loss = 0.0
+            running_corrects = 0
+            for inputs, labels in dataloaders[phase]:
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    _, preds = torch.max(outputs, 1)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_loss += loss.item() * inputs.size(0)
+                running_corrects += torch.sum(preds == labels.data)
+            if phase == "train":
+                scheduler.step()
+    return model
+"""
+
+# timm-style: a loss scaler object does backward, clipping and step; a project clip helper.
+TIMM = """
+import torch
+def train_one_epoch(model, loader, optimizer, loss_fn, loss_scaler=None, clip_grad=None):
+    for batch_idx, (input, target) in enumerate(loader):
+        with amp_autocast():
+            output = model(input)
+            loss = loss_fn(output, target)
+        optimizer.zero_grad()
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer, clip_grad=clip_grad, parameters=model.parameters())
+        else:
+            loss.backward(create_graph=second_order)
+            if clip_grad is not None:
+                dispatch_clip_grad(model.parameters(), value=clip_grad)
+            optimizer.step()
+        torch.cuda.synchronize()
+        losses_m.update(loss.item(), input.size(0))
+"""
+
+# detectron2-style: the loop calls a method of the same class that does the whole step.
+DETECTRON = """
+class SimpleTrainer:
+    def train(self, start_iter, max_iter):
+        for self.iter in range(start_iter, max_iter):
+            self.before_step()
+            self.run_step()
+            self.after_step()
+
+    def run_step(self):
+        data = next(self._data_loader_iter)
+        loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.optimizer.step()
+"""
+
+MORE_CORRECT = {"transfer-learning": TRANSFER_LEARNING, "timm": TIMM, "detectron": DETECTRON}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_CORRECT))
+def test_more_correct_loops_are_quiet(name: str) -> None:
+    findings, _ = lint_source(MORE_CORRECT[name], CODES)
+    assert findings == [], [(f.line, f.code, f.message) for f in findings]
+
+
+def test_detectron_without_clearing_is_found_through_the_method() -> None:
+    source = DETECTRON.replace("        self.optimizer.zero_grad()\n", "")
+    assert _codes(source) == [(_line(source, "for self.iter"), "TRN101")]
+
+
+def test_transfer_learning_accumulating_the_tensor() -> None:
+    source = TRANSFER_LEARNING.replace("running_loss += loss.item() * inputs.size(0)",
+                                       "running_loss += loss * inputs.size(0)")
+    assert _codes(source) == [(_line(source, "running_loss += loss"), "TRN305")]
+
+
 def test_a_failing_loop_rule_leaves_the_others_working(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_traincheck.rules.missing_grad_clipping import MissingGradClipping
 

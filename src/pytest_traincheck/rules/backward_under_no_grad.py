@@ -175,9 +175,8 @@ class BackwardUnderNoGrad(LoopRule):
                             "has no graph, so `backward()` trains nothing: compute it outside the no-grad block.")
 
     def _last_binding(self, use: Event, name: str) -> Optional[Event]:
-        func = use.scope.function()
-        found = [e for e in self.loops.events
-                 if e.kind == "assign" and e.name == name and e.seq < use.seq and e.scope.function() is func]
+        assigns = self.loops.by_function("assign").get(id(use.scope.function()), [])
+        found = [e for e in assigns if e.name == name and e.seq < use.seq]
         return found[-1] if found else None
 
 

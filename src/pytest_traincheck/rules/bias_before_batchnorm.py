@@ -144,12 +144,12 @@ class BiasBeforeBatchNorm(FlowRule):
         Invalid(
             """
             import torch.nn as nn
-            features = nn.Sequential(nn.Conv2d(3, 64, kernel_size=3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+            features = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
             """,
             line=2, column=26,
             expected_fix="""
             import torch.nn as nn
-            features = nn.Sequential(nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+            features = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
             """,
         ),
         # The seed's example: the layers are built in __init__ and chained in forward.
@@ -283,8 +283,12 @@ class BiasBeforeBatchNorm(FlowRule):
         elif qual in BATCHNORM_LAYERS:
             arg = first_arg(node)
             value = self.flow.evaluate(arg.value) if arg is not None else None
-            use = self._uses.get(id(value.node)) if value is not None and value.kind == "out" else None
-            if use is not None and use[3] == depth:  # a BN applied only in an `if` keeps the bias useful
+            if value is None or value.kind != "out" or value.detail not in BIASED_LAYERS \
+                    or not isinstance(value.node, cst.Call):
+                return
+            # self.bn(self.conv(x)): the BN call is visited before the conv call it wraps.
+            use = self._uses.setdefault(id(value.node), [(value.detail, value.node), 0, 0, depth])
+            if use[3] == depth:  # a BN applied only in an `if` keeps the bias useful
                 use[2] += 1
 
     def leave_Module(self, original_node: cst.Module) -> None:

@@ -42,7 +42,9 @@ ACTIVATION_FUNCS = {
     "torch.nn.functional.sigmoid": "sigmoid",
     "torch.special.expit": "sigmoid",
 }
-ACTIVATION_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid"}
+ACTIVATION_MODULES = {
+    "torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid",
+}
 ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
 # Layers whose output is provably raw scores (never log-probabilities).
 RAW_LAYERS = frozenset({
@@ -448,7 +450,6 @@ def set_keyword(call: cst.Call, name: str, value: cst.BaseExpression, position: 
         return _new_keyword(call, name, value)
     args = [arg.with_changes(value=value) if arg is existing else arg for arg in call.args]
     return call.with_changes(args=args)
-
 
 
 def loss_input(flow: Tracker, call: cst.Call, functions: frozenset[str], modules: frozenset[str]) -> Optional[cst.Arg]:

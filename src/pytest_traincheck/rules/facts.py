@@ -40,6 +40,17 @@ _ACTIVATION_FUNCS = {
     "torch.special.expit": "sigmoid",
 }
 _ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
+# Methods that reshape or move a tensor without changing what its values are.
+_SHAPE_METHODS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "to",
+                            "float", "double", "half", "cpu", "cuda", "view_as", "reshape_as"})
+
+
+def _unwrap_shape(expr: cst.BaseExpression) -> cst.BaseExpression:
+    """Strip ``.view(-1)``/``.squeeze(1)``/... from a returned expression."""
+    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+           and expr.func.attr.value in _SHAPE_METHODS):
+        expr = expr.func.value
+    return expr
 
 
 @dataclass
@@ -48,7 +59,9 @@ class ClassFacts:
 
     name: str
     bases: list[str] = field(default_factory=list)  # qualified where the imports allow
-    returns: list[str] = field(default_factory=list)  # activations ending forward's return values
+    # What forward returns: "softmax"/"log_softmax"/"sigmoid", "logits" (anything else), or
+    # "class:<Name>" when it returns the output of a submodule of the user's class <Name>.
+    returns: list[str] = field(default_factory=list)
     recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU
     direct_module: bool = False  # a base is nn.Module (or Lightning's)
 
@@ -112,8 +125,13 @@ class ProjectFacts:
         if name in seen or not found:
             return False
         seen.add(name)
+        def ends_with(returned: str, path: str) -> bool:
+            if returned.startswith("class:"):
+                return self.returns(returned[len("class:"):], path, activation, seen)
+            return returned == activation
+
         return all(
-            (bool(c.returns) and all(r == activation for r in c.returns))
+            (bool(c.returns) and all(ends_with(r, p) for r in c.returns))
             or (not c.returns and any(self.returns(b, p, activation, seen) for b in c.bases))
             for p, c in found
         )
@@ -190,6 +208,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
         super().__init__()
         self.context = context
         self.facts = FileFacts()
+        # per open class: its facts and what each self.<attr> holds (an activation, or "class:<Name>")
         self._stack: list[tuple[ClassFacts, dict[str, str]]] = []
         self._in_forward = 0
         self._locals: list[dict[str, str]] = []
@@ -215,7 +234,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
         for target in node.targets:
             attr = self_attr(target.target)
             if attr is not None:
-                activation = module_activation(self.context, node.value)
+                activation = module_activation(self.context, node.value) or self._user_class(node.value)
                 if activation:
                     layers[attr] = activation
                 facts.recurrent = facts.recurrent or contains_recurrent(self.context, node.value)
@@ -226,6 +245,16 @@ class FactsCollector(cst.BatchableCSTVisitor):
                     local_scope[target.target.value] = activation
                 else:
                     local_scope.pop(target.target.value, None)
+
+    def _user_class(self, value: cst.BaseExpression) -> Optional[str]:
+        """Return ``class:Name`` when ``value`` builds an instance of a (non-torch) class."""
+        if not isinstance(value, cst.Call):
+            return None
+        name = dotted_name(value.func)
+        qual = self.context.qualname(value.func)
+        if name is None or (qual or "").startswith("torch.") or not name.rsplit(".", 1)[-1][:1].isupper():
+            return None
+        return f"class:{qual or name}"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         if self._stack and node.name.value == "forward":
@@ -241,7 +270,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
         if not self._stack or not self._in_forward or node.value is None:
             return
         facts, layers = self._stack[-1]
-        value = node.value
+        value = _unwrap_shape(node.value)
         activation = activation_of(self.context, value, layers)
         if activation is None and isinstance(value, cst.Name) and self._locals:
             activation = self._locals[-1].get(value.value)

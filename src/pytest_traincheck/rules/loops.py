@@ -13,7 +13,7 @@ source order:
 * ``step``: ``opt.step()`` / ``opt.step(closure)`` on an optimizer-like name,
   ``scaler.step(opt)``;
 * ``clear``: ``opt.zero_grad()``, ``model.zero_grad()``, ``p.grad = None``,
-  ``p.grad.zero_()``, helpers named like ``zero_grads``/``clear_grad``;
+  ``p.grad.zero_()``, calls named like ``zero_grads``/``_clear_grad``/``optimizer_zero_grad``;
 * ``clip``: ``clip_grad_norm_``/``clip_grad_value_``/``clip_gradients`` (exact),
   or anything clipping-like (``clip`` in a call name, ``p.grad.clamp_``);
 * ``call``: a call of a plain name or ``self.<name>`` (helpers, models);
@@ -44,7 +44,7 @@ INLINE_DEPTH = 3
 _OPT_NAME = re.compile(r"(?i:optim)|(^|_)opts?($|_|\d)|^opt[A-Z]|[a-z]Opt($|_|\d)|^[a-z]?opt[a-z]?$")
 _NOT_OPT = re.compile(r"sched|lr_|warmup|option", re.IGNORECASE)
 _BACKWARD_OWNERS = re.compile(r"accelerator|fabric|engine|deepspeed", re.IGNORECASE)
-_CLEAR_HELPER = re.compile(r"^(zero_?grads?|clear_?grads?|reset_?grads?|zero_?gradients)$", re.IGNORECASE)
+_CLEAR_HELPER = re.compile(r"(zero|clear|reset)_?grad", re.IGNORECASE)
 CLIP_EXACT = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients"})
 _GRAD_INPLACE_CLEAR = frozenset({"zero_", "detach_"})
 _GRAD_INPLACE_CLAMP = frozenset({"clamp_", "clamp", "clip_", "clip"})
@@ -239,7 +239,7 @@ class FileLoops:
             self.add("backward", node, expr=node.args[0].value)
         elif name == "step" and recv_name is not None:
             self._on_step(node, recv_name)
-        elif name == "zero_grad" or ("grad" in name and _CLEAR_HELPER.match(name)):
+        elif name == "zero_grad" or ("rad" in name and _CLEAR_HELPER.search(name)):
             self.add("clear", node, name=self._clear_target(recv_name) if name == "zero_grad" else None)
         elif name in _GRAD_INPLACE_CLEAR and _holds_grad(recv):
             self.add("clear", node)
@@ -442,12 +442,26 @@ class FileLoops:
         return False
 
     def _aliases(self, first: str, second: str) -> bool:
-        for event in self.events:
-            if event.kind == "assign" and event.expr is not None:
-                pair = {last_name(event.name), last_name(dotted_name(event.expr))}
-                if pair == {first, second}:
-                    return True
-        return False
+        """True if the file assigns one optimizer name to the other (``opt = self.optimizer``)."""
+        pairs = self._cache.get("aliases")
+        if pairs is None:
+            pairs = self._cache["aliases"] = {
+                frozenset({last_name(e.name), last_name(dotted_name(e.expr))})
+                for e in self.events if e.kind == "assign" and isinstance(e.expr, (cst.Name, cst.Attribute))
+            }
+        return frozenset({first, second}) in pairs  # type: ignore[operator]
+
+    def by_function(self, kind: str) -> dict[int, list[Event]]:
+        """Events of ``kind`` grouped by the id of their function (or module) block."""
+        key = ("by_function", kind)
+        found = self._cache.get(key)
+        if found is None:
+            found = {}
+            for event in self.events:
+                if event.kind == kind:
+                    found.setdefault(id(event.scope.function()), []).append(event)
+            self._cache[key] = found
+        return found  # type: ignore[return-value]
 
     def grad_mode(self, scope: Scope) -> str:
         """The grad mode in force in ``scope``: "off", "on" or "unknown" (a function body starts "on")."""
@@ -458,23 +472,21 @@ class FileLoops:
                 return block.grad or "on"
         return "on"
 
-    def direct(self, event: Event, scope: Scope) -> bool:
-        """True if ``event`` sits in ``scope``'s own statements (not nested, not in a helper)."""
-        return event.scope is scope
-
     def bindings(self, name: str, where: Scope) -> list[Event]:
         """Assignments to ``name`` visible from ``where``: its function, else its class, else the module."""
+        assigns = self.by_function("assign")
         func = where.function()
-        found = [e for e in self.events if e.kind == "assign" and e.name == name and e.scope.function() is func]
+        found = [e for e in assigns.get(id(func), []) if e.name == name]
         if found:
             return found
         if func.kind == "def" and name.split(".", 1)[0] in func.params and not name.startswith("self."):
             return []  # a parameter shadows the module's bindings
         if name.startswith("self."):
             cls = next((s for s in where.ancestors() if s.kind == "class"), None)
-            return [e for e in self.events if e.kind == "assign" and e.name == name and cls is not None
-                    and e.scope.inside(cls)]
-        return [e for e in self.events if e.kind == "assign" and e.name == name and e.scope.function() is self.root]
+            if cls is None:
+                return []
+            return [e for events in assigns.values() for e in events if e.name == name and e.scope.inside(cls)]
+        return [e for e in assigns.get(id(self.root), []) if e.name == name]
 
     def call_sites(self, func: Scope) -> list[Event]:
         """Calls of the same-file function ``func``."""

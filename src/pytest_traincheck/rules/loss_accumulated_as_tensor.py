@@ -162,6 +162,8 @@ class LossAccumulatedAsTensor(LoopRule):
     ]
 
     def check(self) -> None:
+        if not self.loops.by_function("backward"):
+            return
         for event in self.loops.events:
             if event.kind == "accum" and event.expr is not None and event.name:
                 name = self._leaked(event)
@@ -171,9 +173,11 @@ class LossAccumulatedAsTensor(LoopRule):
 
     def _leaked(self, accum: Event) -> Optional[str]:
         """The backward target accumulated as a tensor, if any."""
-        names = set(bare_names(accum.expr))  # type: ignore[arg-type]
         func = accum.scope.function()
-        backwards = [e for e in self.loops.events if e.kind == "backward" and e.scope.function() is func]
+        backwards = self.loops.by_function("backward").get(id(func), [])
+        if not backwards:
+            return None
+        names = set(bare_names(accum.expr))  # type: ignore[arg-type]
         if any(accum.name in _names(e.expr) for e in backwards):
             return None  # the accumulator is back-propagated
         for loop in (s for s in accum.scope.ancestors() if s.kind == "loop" and s.inside(func)):

@@ -33,10 +33,14 @@ class MissingZeroGrad(LoopRule):
     every *k* iterations (`if (i + 1) % k == 0: opt.step(); opt.zero_grad()`)
     still clears inside the loop.
 
+    A loop whose step runs inside an inner loop that calls `backward()` itself
+    is judged by that inner loop (a WGAN's critic loop), and only the
+    innermost loop is reported.
+
     ## Known problems
     A clearing anywhere in the loop counts, even one that runs on a condition
     unrelated to the step. Clearing done by a function from another module is
-    seen only if its name says so (`zero_grads(model)`, `clear_grad(...)`).
+    seen only if its name says so (`zero_grads(model)`, `self._clear_grad()`).
     Optimizers are recognised by name (`optimizer`, `opt_g`, `optimizerD`, or a
     name bound to a `torch.optim` constructor in the file).
 

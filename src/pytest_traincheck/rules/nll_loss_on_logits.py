@@ -180,7 +180,8 @@ class NllLossOnLogits(FlowRule):
         name = value.detail
         for activation in ("softmax", "sigmoid"):
             message = (f"`{name}.forward` returns {activation} probabilities, but `NLLLoss` expects "
-                       "log-probabilities: return `log_softmax(dim=1)` from `forward`, or use `CrossEntropyLoss` on logits.")
+                       "log-probabilities: return `log_softmax(dim=1)` from `forward`, "
+                       "or use `CrossEntropyLoss` on logits.")
             self.report_if(Condition("returns", name, activation), node, message)
         info = self.flow.file_classes.get(name)
         returns = info.returns if info is not None and info.is_module else []

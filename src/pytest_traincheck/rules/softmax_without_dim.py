@@ -186,7 +186,8 @@ class SoftmaxWithoutDim(FlowRule):
             self.report(node, f"`{qual}` requires `dim`: this call raises `TypeError`; pass `dim=` explicitly.")
         elif qual is None and self._is_dimless_method(node):
             method = node.func.attr.value  # type: ignore[attr-defined]
-            self.report(node, f"`Tensor.{method}()` requires `dim`: this call raises `TypeError`; pass `dim=` explicitly.")
+            self.report(node, f"`Tensor.{method}()` requires `dim`: this call raises `TypeError`; "
+                        "pass `dim=` explicitly.")
 
     def _is_dimless_method(self, node: cst.Call) -> bool:
         func = node.func

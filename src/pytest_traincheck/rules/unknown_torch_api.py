@@ -56,7 +56,8 @@ def exists(module: str, name: str) -> bool:
 
 def suggestion(module: str, name: str) -> Optional[str]:
     """Return the closest real name in ``module``."""
-    candidates = [n for n in torch_names()["modules"].get(module, ()) if not n.startswith("_")]  # type: ignore[union-attr]
+    names = torch_names()["modules"].get(module, ())  # type: ignore[union-attr]
+    candidates = [n for n in names if not n.startswith("_")]
     for candidate in candidates:
         if candidate.lower() == name.lower() and candidate[:1].isupper() == name[:1].isupper():
             return candidate

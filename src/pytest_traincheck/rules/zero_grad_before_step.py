@@ -141,6 +141,8 @@ class ZeroGradBeforeStep(LoopRule):
     ]
 
     def check(self) -> None:
+        if not self.loops.by_function("backward"):
+            return
         for event in self.loops.events:
             if event.kind == "clear" and isinstance(event.node, cst.Call) and _called(event.node, "zero_grad"):
                 step = self._step_after(event)
