@@ -88,3 +88,21 @@ def test_the_walker_visits_like_libcst() -> None:
     walk(module, [ours])
     cst.MetadataWrapper(module, unsafe_skip_copy=True).visit_batched([theirs])
     assert ours.events == theirs.events
+
+
+def test_other_frameworks_code_is_not_linted() -> None:
+    mxnet_loop = (b"from mxnet import autograd\nfor x, y in loader:\n    with autograd.record():\n"
+                  b"        l = loss(net(x), y)\n    l.backward()\n    trainer.step(16)\n")
+    settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
+    assert engine.lint_bytes("mxnet_train.py", mxnet_loop, settings).findings == []
+    torch_loop = (b"import torch\nfor x, y in loader:\n    l = loss(net(x), y)\n    l.backward()\n"
+                  b"    optimizer.step()\n")
+    assert "TRN101" in [f.code for f in engine.lint_bytes("torch_train.py", torch_loop, settings).findings]
+
+
+def test_a_parameter_shadows_an_imported_module() -> None:
+    source = (b"from torch.utils import data\nimport torch.nn as nn\n\n"
+              b"def prepare(data):\n    return data.train_dataloader()\n\n"
+              b"def build():\n    return nn.Layer(3, 4)\n")
+    findings = engine.lint_bytes("s.py", source, engine.Settings(("TRN208",))).findings
+    assert [(f.line, f.code) for f in findings] == [(8, "TRN208")]

@@ -315,7 +315,9 @@ def test_mnist_loss_accumulated_as_tensor() -> None:
 def test_mnist_training_under_no_grad() -> None:
     source = MNIST.replace(
         "        output = model(data)\n        loss = F.nll_loss(output, target)\n",
-        "        with torch.no_grad():\n            output = model(data)\n            loss = F.nll_loss(output, target)\n",
+        "        with torch.no_grad():\n"
+        "            output = model(data)\n"
+        "            loss = F.nll_loss(output, target)\n",
     )
     assert _codes(source) == [(_line(source, "loss.backward()"), "TRN104")]
 
@@ -341,7 +343,8 @@ def test_accumulation_clip_moved_before_backward() -> None:
 
 def test_amp_clip_after_step() -> None:
     source = AMP.replace("        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=0.1)\n", "").replace(
-        "        opt.zero_grad()\n", "        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=0.1)\n        opt.zero_grad()\n")
+        "        opt.zero_grad()\n",
+        "        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=0.1)\n        opt.zero_grad()\n")
     findings, _ = lint_source(source, CODES)
     assert [(f.line, f.code) for f in findings] == [(_line(source, "clip_grad_norm_"), "TRN106")]
     assert "after `step()`" in findings[0].message
@@ -561,4 +564,3 @@ def test_a_failing_loop_rule_leaves_the_others_working(monkeypatch: pytest.Monke
     findings, _ = lint_source(source, CODES)
     assert sorted((f.line, f.code) for f in findings) == [
         (1, "TRN001"), (_line(source, "for batch_idx"), "TRN101")]
-

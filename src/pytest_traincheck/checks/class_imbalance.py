@@ -109,7 +109,10 @@ class ClassImbalance(Check):
         facts = dict(samples=drawn.samples, classes=len(counts), rarest_class=rare, rarest_count=n_rare,
                      commonest_class=common, commonest_count=n_common, ratio=ratio, whole_dataset=drawn.exhausted)
         if len(counts) < 2 or bound >= MIN_RATIO:
-            return self.passed(f"labels over {drawn.samples} samples: rarest/commonest = {ratio:.3g}", **facts)
+            noise = "" if ratio >= MIN_RATIO else (
+                f", within sampling noise for {drawn.samples / len(counts):.3g} samples per class")
+            return self.passed(f"labels over {drawn.samples} samples: rarest/commonest = {ratio:.3g}{noise}",
+                               **facts)
         weights = _data.class_weights(counts)
         shown = ", ".join(f"{weights.get(c, 0.0):.3g}" for c in counts)
         missing = [c for c, n in counts.items() if n == 0]

@@ -171,9 +171,8 @@ class LabelsOutOfRange(Check):
         ignore = getattr(h.training.loss_fn, "ignore_index", DEFAULT_IGNORE_INDEX)
         classes = probe.classes
         high = classes if classes is not None else None
-        bad = (y < 0) & (y != ignore)
-        if high is not None:
-            bad |= y >= high
+        bad = (y < 0) if high is None else (y < 0) | (y >= high)
+        bad &= y != ignore
         span = f"[0, {high})" if high is not None else "[0, C)"
         return self._report(where, y, bad, f"class labels must lie in {span} for {kind} (ignore_index {ignore} "
                             "allowed)", f"map labels to 0..{(high or 1) - 1} (e.g. `y - 1` for 1-based labels) "

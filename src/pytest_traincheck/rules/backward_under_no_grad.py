@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import libcst as cst
-
 from pytest_traincheck.rules.base import Invalid, Valid, dotted_name
 from pytest_traincheck.rules.loops import Event, LoopRule, Scope
 
@@ -50,7 +48,8 @@ class BackwardUnderNoGrad(LoopRule):
     """
 
     CODE = "TRN104"
-    MESSAGE = "`backward()` runs on a value computed under `torch.no_grad()`/`inference_mode()`, which has no graph: compute the training loss outside the no-grad block."
+    MESSAGE = ("`backward()` runs on a value computed under `torch.no_grad()`/`inference_mode()`, which has no "
+               "graph: compute the training loss outside the no-grad block.")
     TRIGGERS = ("backward",)
 
     VALID = [

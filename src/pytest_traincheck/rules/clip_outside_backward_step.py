@@ -56,7 +56,8 @@ class ClipOutsideBackwardStep(LoopRule):
     """
 
     CODE = "TRN106"
-    MESSAGE = "Gradients are clipped where clipping has no effect on the update: clip after `loss.backward()` and before `optimizer.step()`."
+    MESSAGE = ("Gradients are clipped where clipping has no effect on the update: clip after `loss.backward()` "
+               "and before `optimizer.step()`.")
     SEVERITY = "error"
     TRIGGERS = ("clip",)
 

@@ -7,7 +7,7 @@ from typing import Optional
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from pytest_traincheck.rules.base import RawFinding, dotted_name
+from pytest_traincheck.rules.base import RawFinding, dotted_name, target_names
 
 
 class FileContext:
@@ -30,6 +30,8 @@ class FileContext:
         self.raw: list[RawFinding] = []
         # local alias -> fully qualified name, filled in source order by ImportTracker
         self.imports: dict[str, str] = {}
+        # per enclosing function: imported aliases that a parameter or local assignment shadows
+        self.shadowed: list[set[str]] = []
 
     def fresh(self) -> "FileContext":
         """Return a new context for the same tree, with no imports, findings or shared state yet."""
@@ -42,7 +44,7 @@ class FileContext:
             return None
         head, _, rest = dotted.partition(".")
         base = self.imports.get(head)
-        if base is None:
+        if base is None or any(head in names for names in self.shadowed):
             return None
         return f"{base}.{rest}" if rest else base
 
@@ -83,3 +85,42 @@ class ImportTracker(cst.BatchableCSTVisitor):
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 local = alias.asname.name.value
             self.context.imports[local] = f"{module}.{name}"
+
+    # -- names that rebind an imported alias (`def f(data)` after `from torch.utils import data`)
+    def _bind(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.context.imports:
+                continue
+            if self.context.shadowed:
+                self.context.shadowed[-1].add(name)
+            else:
+                del self.context.imports[name]  # rebound at module level: no longer the module
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        params = node.params
+        every = [*params.posonly_params, *params.params, *params.kwonly_params]
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                every.append(star)
+        self.context.shadowed.append({p.name.value for p in every if p.name.value in self.context.imports})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.context.shadowed.pop()
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._bind(target_names(target.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind(target_names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self._bind(target_names(node.target))
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._bind(target_names(node.target))
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._bind(target_names(node.asname.name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from pytest_traincheck.rules.walk import walk
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_LINE_CHARS = 20_000
 MAX_NESTING = 200  # CPython's own limit for nested brackets
+# A file that imports another deep-learning framework and never mentions torch is that
+# framework's code (d2l ships mxnet.py and tensorflow.py twins of its torch.py): not linted.
+_OTHER_FRAMEWORK = re.compile(rb"^\s*(?:import|from)\s+(?:mxnet|tensorflow|jax|keras|paddle|mindspore|oneflow)\b",
+                              re.MULTILINE)
 # Words a file must contain for the facts pass to learn anything about its classes.
 FACTS_TRIGGERS = ("torch", "nn.", "Module", "softmax", "sigmoid", "LSTM", "GRU", "RNN")
 
@@ -198,6 +203,8 @@ def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Opt
     text = data.decode("utf-8", errors="replace")
     rules = _triggered(settings.rules(), text)
     needs_facts = any(t in text for t in FACTS_TRIGGERS)
+    if b"torch" not in data and _OTHER_FRAMEWORK.search(data):
+        rules, needs_facts = [], False
     if not rules and not needs_facts:
         return result, None, []  # nothing could fire: skip the parse
     module, error = parse(path, data)

@@ -17,6 +17,8 @@ _MODEL_NAME = re.compile(
     r"|teacher|student|critic|actor|policy|layer|block)$"
     r"|(_model|_net|_network|_encoder|_decoder|_backbone|_head|_block)$|^(model|net)_"
 )
+# Libraries whose model wrappers (not nn.Modules) have a public `.forward()` method.
+_FORWARD_WRAPPERS = frozenset({"skorch"})
 _SCRIPTED = ("jit.script", "jit.script_method", "jit.export", "jit.interface", "jit.ignore", "jit.unused")
 _MODULE_KINDS = frozenset({"module", "seq"})
 
@@ -245,6 +247,8 @@ class ForwardCalledDirectly(FlowRule):
             info = self.flow.file_classes.get(value.detail)
             if info is not None:
                 return info.is_module
+        if any(full.split(".")[0] in _FORWARD_WRAPPERS for full in self.context.imports.values()):
+            return False  # skorch's NeuralNet.forward(X) is that library's documented API, not nn.Module's
         return bool(_MODEL_NAME.search(last.lower()))
 
 

@@ -490,7 +490,16 @@ class FileLoops:
 
     def call_sites(self, func: Scope) -> list[Event]:
         """Calls of the same-file function ``func``."""
-        return [e for e in self.events if e.kind == "call" and self.helper(e) is func]
+        index = self._cache.get("call_sites")
+        if index is None:
+            index = {}
+            for event in self.events:
+                if event.kind == "call":
+                    target = self.helper(event)
+                    if target is not None:
+                        index.setdefault(id(target), []).append(event)
+            self._cache["call_sites"] = index
+        return index.get(id(func), [])  # type: ignore[union-attr]
 
 
 _SHARED: "WeakKeyDictionary[FileContext, FileLoops]" = WeakKeyDictionary()
@@ -502,8 +511,6 @@ def loops_for(context: FileContext) -> FileLoops:
     if loops is None:
         loops = _SHARED[context] = FileLoops(context)
     return loops
-
-
 
 
 class LoopRule(Rule):
@@ -719,7 +726,7 @@ def parameter_owners(expr: cst.CSTNode) -> list[str]:
 
 
 def bare_names(expr: cst.CSTNode) -> list[str]:
-    """Names used in ``expr`` as tensors, skipping ``x.item()``, ``x.detach()``, ``float(x)``, ``x.data``..."""
+    """Names and dotted names used in ``expr`` as tensors; ``x.item()``, ``float(x)``, ``x.data``... are skipped."""
     found: list[str] = []
     stack = [expr]
     while stack:
@@ -733,6 +740,9 @@ def bare_names(expr: cst.CSTNode) -> list[str]:
         if isinstance(node, cst.Attribute):
             if node.attr.value in ("data", "shape", "dtype", "device", "grad"):
                 continue
+            dotted = dotted_name(node)
+            if dotted is not None:
+                found.append(dotted)  # ``self.losses`` as a whole, then its parts
             stack.append(node.value)  # the object, not the attribute's name
             continue
         if isinstance(node, cst.Name):

@@ -56,7 +56,8 @@ class LossAccumulatedAsTensor(LoopRule):
     """
 
     CODE = "TRN305"
-    MESSAGE = "The loss tensor is accumulated with its graph, keeping every iteration's history in memory: accumulate `loss.item()` (or `loss.detach()`)."
+    MESSAGE = ("The loss tensor is accumulated with its graph, keeping every iteration's history in memory: "
+               "accumulate `loss.item()` (or `loss.detach()`).")
     SEVERITY = "warning"
     TRIGGERS = ("backward",)
 
@@ -104,6 +105,18 @@ class LossAccumulatedAsTensor(LoopRule):
                     step_loss = criterion(model(x[t]), y[t])
                     loss += step_loss
                 loss.backward()
+            """),
+        # Kept on self and back-propagated by another method.
+        Valid("""
+            class Agent:
+                def observe(self, batch):
+                    for x in batch:
+                        loss = self.criterion(self.net(x))
+                        loss.backward(retain_graph=True)
+                        self.losses.append(loss)
+
+                def learn(self):
+                    torch.stack(self.losses).mean().backward()
             """),
         # No backward in the loop (evaluation).
         Valid("""
@@ -178,13 +191,16 @@ class LossAccumulatedAsTensor(LoopRule):
         if not backwards:
             return None
         names = set(bare_names(accum.expr))  # type: ignore[arg-type]
-        if any(accum.name in _names(e.expr) for e in backwards):
-            return None  # the accumulator is back-propagated
+        shared = accum.name.startswith("self.")  # type: ignore[union-attr]
+        candidates = [e for f in self.loops.by_function("backward").values() for e in f] if shared else backwards
+        if any(accum.name in _names(e.expr) for e in candidates):
+            return None  # the accumulator is back-propagated (for self.<name>: in any method)
         for loop in (s for s in accum.scope.ancestors() if s.kind == "loop" and s.inside(func)):
             inside = [e for e in backwards if e.scope.inside(loop) and isinstance(e.expr, cst.Name)]
             hits = [e.expr.value for e in inside if e.expr.value in names]  # type: ignore[union-attr]
             if inside:
-                if not hits or self._reset(loop, accum.name) or self._converted(loop, hits[0]):  # type: ignore[arg-type]
+                name = accum.name or ""
+                if not hits or self._reset(loop, name) or self._converted(loop, hits[0]):
                     return None
                 return hits[0]
         return None
@@ -205,7 +221,11 @@ class LossAccumulatedAsTensor(LoopRule):
 
 
 def _names(expr: Optional[cst.BaseExpression]) -> set[str]:
-    return set(bare_names(expr)) | ({dotted_name(expr)} - {None}) if expr is not None else set()  # type: ignore[operator]
+    """Names a backward target is made of, and the target itself when it is dotted (``self.total``)."""
+    if expr is None:
+        return set()
+    dotted = dotted_name(expr)
+    return set(bare_names(expr)) | ({dotted} if dotted else set())
 
 
 def _sums(event: Event, name: str) -> bool:

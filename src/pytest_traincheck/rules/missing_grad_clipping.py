@@ -67,11 +67,14 @@ class MissingGradClipping(LoopRule):
     ```
 
     ## References
-    - Pascanu, Mikolov, Bengio, [On the difficulty of training recurrent neural networks](https://arxiv.org/abs/1211.5063) (2013)
+    - Pascanu, Mikolov, Bengio (2013),
+      [On the difficulty of training recurrent neural networks](https://arxiv.org/abs/1211.5063)
     """
 
     CODE = "TRN105"
-    MESSAGE = "This loop trains a recurrent model without clipping its gradients: call `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)` between `backward()` and `step()`."
+    MESSAGE = ("This loop trains a recurrent model without clipping its gradients: call "
+               "`torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)` between `backward()` and "
+               "`step()`.")
     SEVERITY = "warning"
     TRIGGERS = ("backward",)
 

@@ -72,7 +72,8 @@ class MissingZeroGrad(LoopRule):
     """
 
     CODE = "TRN101"
-    MESSAGE = "The optimizer steps with gradients that are never cleared in this loop: call `optimizer.zero_grad()` once per iteration, before `backward()`."
+    MESSAGE = ("The optimizer steps with gradients that are never cleared in this loop: call "
+               "`optimizer.zero_grad()` once per iteration, before `backward()`.")
     FIX_TITLE = "Insert `optimizer.zero_grad()` at the top of the loop body"
     FIX_SAFE = False
     TRIGGERS = ("backward",)

@@ -53,7 +53,8 @@ class StepWithoutBackward(LoopRule):
     """
 
     CODE = "TRN103"
-    MESSAGE = "`step()` runs before this iteration's `backward()`, on cleared gradients, so it updates nothing: call `optimizer.step()` after `loss.backward()`."
+    MESSAGE = ("`step()` runs before this iteration's `backward()`, on cleared gradients, so it updates "
+               "nothing: call `optimizer.step()` after `loss.backward()`.")
     TRIGGERS = ("backward",)
 
     VALID = [

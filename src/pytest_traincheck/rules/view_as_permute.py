@@ -167,6 +167,8 @@ class ViewAsPermute(Rule):
             return False
         if (self.qualname(func) or "").startswith("numpy."):
             return False
+        if func.attr.value == "t" and (expr.args or dotted_name(func.value) == "self"):
+            return False  # Tensor.t() takes no argument; `self.t(x)` is a layer named t
         return not (func.attr.value == "permute" and _identity(expr))
 
 

@@ -47,7 +47,8 @@ class ZeroGradBeforeStep(LoopRule):
     """
 
     CODE = "TRN102"
-    MESSAGE = "`zero_grad()` between `backward()` and `step()` erases the gradients the step applies: call `zero_grad()` before `loss.backward()`."
+    MESSAGE = ("`zero_grad()` between `backward()` and `step()` erases the gradients the step applies: call "
+               "`zero_grad()` before `loss.backward()`.")
     TRIGGERS = ("zero_grad",)
 
     VALID = [
