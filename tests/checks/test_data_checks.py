@@ -133,6 +133,13 @@ def test_overlap_is_scaled_for_the_unread_training_data() -> None:
     assert result.evidence["duplicates"] < 60 and result.evidence["estimated_share"] > 0.8
 
 
+def test_max_samples_option_bounds_the_draw() -> None:
+    x, y = ex.blobs(600)
+    training = ex.setup(data=DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True),
+                        options={"TRN407": {"max_samples": 100}})
+    assert _verdict("TRN407", training).evidence["samples"] == 100
+
+
 def test_class_weights_are_inverse_frequency_with_mean_one() -> None:
     weights = _data.class_weights({0: 90, 1: 10})
     assert weights[1] / weights[0] == pytest.approx(9.0)
@@ -145,6 +152,19 @@ def test_custom_ignore_index_is_allowed() -> None:
     training = ex.setup(data=DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True),
                         loss_fn=nn.CrossEntropyLoss(ignore_index=255))
     assert _verdict("TRN408", training).verdict is Verdict.PASS
+
+
+def test_soft_labels_and_a_casting_step_pass() -> None:
+    x, y = ex.blobs(48)
+    soft = torch.nn.functional.one_hot(y, ex.CLASSES).float() * 0.9 + 0.1 / ex.CLASSES  # label smoothing
+    assert _verdict("TRN408", ex.setup(data=[(x, soft)])).verdict is Verdict.PASS
+
+    def casting(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        inputs, targets = batch
+        return ex.good_step(model, (inputs, targets.long()), optimizer, loss_fn)
+
+    floats = DataLoader(TensorDataset(x, y.float()), batch_size=16, shuffle=True)
+    assert _verdict("TRN408", ex.setup(data=floats, step=casting)).verdict is Verdict.PASS
 
 
 def test_a_step_that_crashes_for_another_reason_is_an_error() -> None:
@@ -163,6 +183,7 @@ def test_sample_hashes_see_dtype_and_values() -> None:
 
 
 # -- the data_* mistake files ---------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DATA_MISTAKES))
 def test_data_mistake_triggers_exactly_its_check(name: str) -> None:
     pytest.importorskip("torchvision")

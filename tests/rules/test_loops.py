@@ -564,3 +564,19 @@ def test_a_failing_loop_rule_leaves_the_others_working(monkeypatch: pytest.Monke
     findings, _ = lint_source(source, CODES)
     assert sorted((f.line, f.code) for f in findings) == [
         (1, "TRN001"), (_line(source, "for batch_idx"), "TRN101")]
+
+
+def test_clipping_values_is_not_clipping_gradients() -> None:
+    source = """
+        import torch
+        import torch.nn as nn
+        policy = nn.GRU(4, 4)
+        optimizer = torch.optim.Adam(policy.parameters())
+        for batch in loader:
+            ratio = torch.exp(policy(batch.obs)[0] - batch.old_logp)
+            loss = -torch.min(ratio * batch.adv, torch.clip(ratio, 0.8, 1.2) * batch.adv).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        """
+    assert _codes(source) == [(_line(source, "optimizer.step()"), "TRN105")]

@@ -15,6 +15,7 @@ from pytest_traincheck.checks.harness import UserCodeError
 from pytest_traincheck.checks.spec import SetupError, Training
 
 MAX_SAMPLES = 2048  # a sample this size estimates fractions to about +-2%; never a whole big dataset
+MAX_BYTES = 256 * 2**20  # stop drawing once the kept tensors reach this (large images, dense masks)
 CLASS_INDEX_LOSSES = ("cross_entropy", "nll_loss")
 BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
 
@@ -40,20 +41,30 @@ _LOSS_FUNCTIONS: dict[Any, str] = {
 
 @dataclass
 class Draw:
-    """The first samples of a loader: inputs and targets per batch, and whether it ran out."""
+    """The first samples of a loader: what was kept of each batch, and whether it ran out."""
 
     inputs: list[torch.Tensor] = field(default_factory=list)
     targets: list[torch.Tensor] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)  # one per input sample, when asked for
+    samples: int = 0
+    batches: int = 0
     exhausted: bool = False
 
-    @property
-    def samples(self) -> int:
-        """Return how many samples were drawn."""
-        return sum(len(x) for x in self.inputs)
+    def all_targets(self) -> Optional[torch.Tensor]:
+        """Return the drawn targets concatenated along the batch dimension (None if their shapes vary)."""
+        if len({t.shape[1:] for t in self.targets}) != 1:
+            return None
+        return torch.cat(self.targets)
 
-    def all_targets(self) -> torch.Tensor:
-        """Return the drawn targets concatenated along the batch dimension."""
-        return torch.cat([t.reshape(len(t), *t.shape[1:]) for t in self.targets])
+    def target_values(self) -> torch.Tensor:
+        """Return every drawn target value, flattened (variable-length targets too)."""
+        whole = self.all_targets()
+        return whole if whole is not None else torch.cat([t.reshape(-1) for t in self.targets])
+
+
+def max_samples(training: Training, code: str) -> int:
+    """Return the sample cap for ``code``: ``options={code: {"max_samples": n}}`` or `MAX_SAMPLES`."""
+    return int(training.options.get(code, {}).get("max_samples", MAX_SAMPLES))
 
 
 def one_shot_reason(data: Any) -> Optional[str]:
@@ -84,12 +95,14 @@ def sequential(data: Any) -> bool:
     return sampler_name(data) == "SequentialSampler"
 
 
-def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Optional[int] = None) -> Draw:
-    """Read at most ``max_samples`` samples (and ``max_batches`` batches) of a fresh pass over ``data``."""
+def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Optional[int] = None, *,
+         inputs: bool = True, targets: bool = True, hashes: bool = False) -> Draw:
+    """Read at most ``max_samples`` samples (``max_batches`` batches, `MAX_BYTES` kept) of a fresh pass."""
     out = Draw()
+    kept = 0
     try:
         iterator = iter(data)
-        while out.samples < max_samples and (max_batches is None or len(out.inputs) < max_batches):
+        while out.samples < max_samples and (max_batches is None or out.batches < max_batches) and kept < MAX_BYTES:
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -97,8 +110,15 @@ def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Opt
                 break
             x, y = pair(batch, where)
             room = max_samples - out.samples
-            out.inputs.append(x[:room].detach().cpu())
-            out.targets.append(y[:room].detach().cpu())
+            x, y = x[:room].detach().cpu(), y[:room].detach().cpu()
+            out.samples, out.batches = out.samples + len(x), out.batches + 1
+            # Keep only what the check needs: big images or dense masks must not pile up.
+            if hashes:
+                out.hashes.extend(sample_hashes(x))
+            for wanted, t, bucket in ((inputs, x, out.inputs), (targets, y, out.targets)):
+                if wanted:
+                    bucket.append(t)
+                    kept += t.numel() * t.element_size()
     except (SetupError, UserCodeError):
         raise
     except Exception as exc:  # noqa: BLE001 - the user's dataset or transforms failed

@@ -75,11 +75,12 @@ class ClassImbalance(Check):
             return self.skipped("not a classification setup (the loss and targets are not class labels)")
         if self._weighted(t.loss_fn):
             return self.passed("the loss is class-weighted (`weight=`/`pos_weight=`): imbalance is handled")
-        drawn = _data.draw(t.data, "data")
+        drawn = _data.draw(t.data, "data", _data.max_samples(t, self.CODE), inputs=False)
         if not drawn.exhausted and _data.sequential(t.data):
             return self.skipped(f"the loader reads in index order and only {drawn.samples} samples were read: "
                                 "a prefix says nothing about the label distribution (see TRN401)")
-        labels = _data.per_sample_labels(drawn.all_targets())
+        whole = drawn.all_targets()
+        labels = _data.per_sample_labels(whole) if whole is not None else None
         if labels is None:
             return self.skipped("the targets are not one label per sample (dense or multi-label targets)")
         if labels.is_floating_point() and not bool(((labels == 0) | (labels == 1)).all()):

@@ -148,7 +148,7 @@ class LabelsOutOfRange(Check):
             if _data.one_shot_reason(data) is not None:
                 labels = raw if where == "data" else h.eval_batch()[1]
             else:
-                labels = _data.draw(data, where).all_targets()
+                labels = _data.draw(data, where, _data.max_samples(h.training, self.CODE), inputs=False).target_values()
             splits.append((where, labels))
         return splits
 
@@ -158,8 +158,8 @@ class LabelsOutOfRange(Check):
             bad = (y < 0) | (y > 1)
             return self._report(where, y, bad, f"binary targets must lie in [0, 1] for {kind}",
                                 "map them to 0/1 (e.g. `(y + 1) / 2` for -1/+1 labels)")
-        if probe.loss_target is not None and probe.loss_target.shape != y.shape and y.is_floating_point():
-            return None  # class probabilities (soft labels) of shape (N, C): not class indices
+        if y.is_floating_point() and y.ndim >= 2 and probe.classes not in (None, 1) and y.shape[1] == probe.classes:
+            return None  # class probabilities (soft labels, mixup) of shape (N, C): not class indices
         if y.is_floating_point():
             fractional = y != y.round()
             if bool(fractional.any()):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from pytest_traincheck.checks import _data
 from pytest_traincheck.checks import _examples as ex
@@ -20,12 +20,6 @@ def _sorted_data(n: int = 48) -> TensorDataset:
     x, y = ex.blobs(n)
     order = torch.argsort(y, stable=True)  # stored class by class, as many datasets are on disk
     return TensorDataset(x[order], y[order])
-
-
-class _Stream(IterableDataset):
-    def __iter__(self) -> Any:
-        x, y = ex.blobs()
-        return iter(zip(x, y))
 
 
 def _shuffled() -> Any:
@@ -60,12 +54,11 @@ class TrainLoaderNotShuffled(Check):
         reason = self._unjudgeable(data)
         if reason is not None:
             return self.skipped(reason)
-        first = _data.draw(data, "data", max_batches=BATCHES)
-        second = _data.draw(data, "data", max_batches=BATCHES)
-        a = [d for x in first.inputs for d in _data.sample_hashes(x)]
-        b = [d for x in second.inputs for d in _data.sample_hashes(x)]
+        first = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True)
+        second = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True)
+        a, b = first.hashes, second.hashes
         sampler = _data.sampler_name(data)
-        facts = dict(samples_compared=len(a), batches=len(first.inputs), sampler=sampler or type(data).__name__)
+        facts = dict(samples_compared=len(a), batches=first.batches, sampler=sampler or type(data).__name__)
         if len(set(a)) < MIN_DISTINCT:
             return self._by_sampler(data, len(set(a)), facts)
         same = sum(p == q for p, q in zip(a, b))
@@ -77,7 +70,7 @@ class TrainLoaderNotShuffled(Check):
                            f"({len(a) - same}/{len(a)} of the first samples moved)", moved=len(a) - same, **facts)
 
     @staticmethod
-    def _unjudgeable(data: Any) -> Any:
+    def _unjudgeable(data: Any) -> Optional[str]:
         if isinstance(data, (list, tuple)):
             return ("`data` is a fixed list of batches, which cannot reshuffle by construction; declare the "
                     "training DataLoader itself to check its shuffling")
@@ -89,7 +82,7 @@ class TrainLoaderNotShuffled(Check):
     @staticmethod
     def _same_labels(first: _data.Draw, second: _data.Draw) -> bool:
         # Random augmentation changes inputs every pass; varied labels in the same order still give it away.
-        ya, yb = first.all_targets(), second.all_targets()
+        ya, yb = first.target_values(), second.target_values()
         return ya.shape == yb.shape and bool(torch.equal(ya, yb)) and len(torch.unique(ya)) > 1 and len(ya) >= 32
 
     def _by_sampler(self, data: Any, distinct: int, facts: dict[str, Any]) -> CheckResult:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pytest_traincheck.checks import _data
@@ -56,10 +55,10 @@ class TrainTestOverlap(Check):
             reason = _data.one_shot_reason(data)
             if reason is not None:
                 return self.skipped(reason.replace("`data`", f"`{where}`"))
-        train = _data.draw(t.data, "data")
-        evals = _data.draw(t.eval_data, "eval_data")
-        train_hashes = {d for x in train.inputs for d in _data.sample_hashes(x)}
-        eval_hashes = [d for x in evals.inputs for d in _data.sample_hashes(x)]
+        cap = _data.max_samples(t, self.CODE)
+        train = _data.draw(t.data, "data", cap, inputs=False, targets=False, hashes=True)
+        evals = _data.draw(t.eval_data, "eval_data", cap, inputs=False, targets=False, hashes=True)
+        train_hashes, eval_hashes = set(train.hashes), evals.hashes
         matched = sum(d in train_hashes for d in eval_hashes)
         scale = 1.0 if train.exhausted else self._scale(t.data, train.samples)
         share = min(1.0, matched / max(len(eval_hashes), 1) * (scale or 1.0))

@@ -245,7 +245,9 @@ class FileLoops:
             self.add("clear", node)
         elif name in CLIP_EXACT:
             self.add("clip", node, exact=not _unbounded(node))
-        elif "clip" in name.lower() or (name in _GRAD_INPLACE_CLAMP and _holds_grad(recv)):
+        elif name in _GRAD_INPLACE_CLAMP and _holds_grad(recv):
+            self.add("clip", node)  # p.grad.clamp_(-1, 1)
+        elif "clip" in name.lower() and name not in _GRAD_INPLACE_CLAMP:  # torch.clip(x), x.clip_() are not
             self.add("clip", node)
         elif name == "register_hook":
             self.hooks = True
@@ -255,13 +257,17 @@ class FileLoops:
             func = dotted_name(node.func)
             if func is not None and (isinstance(node.func, cst.Name) or func.startswith("self.")):
                 self.add("call", node, name=func)
+                if name in _GRAD_INPLACE_CLAMP and isinstance(node.func, cst.Name):
+                    self.add("clip", node)  # a project's own ``clip(model)``: may clip the gradients
 
     def _on_backward(self, node: cst.Call, recv: Optional[cst.BaseExpression], recv_name: Optional[str]) -> None:
-        if recv is None or self.context.qualname(node.func) == "torch.autograd.backward":
+        if self.context.qualname(node.func) == "torch.autograd.backward":
             arg = get_arg(node, "tensors", 0)
             if arg is not None:
                 self.add("backward", node, expr=arg.value)
             return
+        if recv is None:
+            return  # a local ``backward(...)`` function: unknown
         if isinstance(recv, cst.Call) and call_name(recv) == "super":
             return
         if recv_name is not None and _BACKWARD_OWNERS.search(last_name(recv_name) or "") and node.args:
