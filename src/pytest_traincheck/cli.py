@@ -132,7 +132,11 @@ def _run_lint(args: argparse.Namespace) -> int:
             fixer.write_atomic(path, result.fixed_source, result.encoding)
     if args.diff:
         return EXIT_FINDINGS if summary.fixed else EXIT_CLEAN
-    sources = _sources(summary.findings, by_name) if args.output_format == "full" else None
+    sources = None
+    if args.output_format == "full":
+        sources = _sources(summary.findings, by_name)
+    elif args.output_format == "junit":
+        sources = {shown: "" for shown in by_name}  # one test case per linted file, clean ones too
     sys.stdout.write(render(summary, args.output_format, _format_options(args, sources)))
     if summary.internal_errors:
         return EXIT_ERROR
