@@ -19,7 +19,8 @@ RATIO = 1e-4  # |grad bias| / |grad weight| below this confirms the bias is norm
 
 
 def _biased_bn() -> nn.Module:
-    return nn.Sequential(nn.Linear(ex.FEATURES, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, ex.CLASSES))
+    # The mistake this check exists to catch, on purpose.
+    return nn.Sequential(nn.Linear(ex.FEATURES, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, ex.CLASSES))  # noqa: TRN202
 
 
 def _relu_between() -> nn.Module:

@@ -15,7 +15,7 @@ def _zero_between(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
     x, y = batch
     loss = loss_fn(model(x), y)
     loss.backward()
-    optimizer.zero_grad()
+    optimizer.zero_grad()  # noqa: TRN102 - the mistake this check exists to catch
     optimizer.step()
     return loss
 
@@ -24,7 +24,7 @@ def _zeros_between(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
     x, y = batch
     loss = loss_fn(model(x), y)
     loss.backward()
-    model.zero_grad(set_to_none=False)
+    model.zero_grad(set_to_none=False)  # noqa: TRN102 - the mistake this check exists to catch
     optimizer.step()
     return loss
 
