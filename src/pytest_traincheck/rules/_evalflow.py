@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Iterable, Optional, Union
-from weakref import WeakKeyDictionary
 
 import libcst as cst
 
@@ -328,15 +327,9 @@ class EvalFlow:
         return next(s for s in self.done if s.key is None)
 
 
-_FLOWS: "WeakKeyDictionary[FileContext, EvalFlow]" = WeakKeyDictionary()
-
-
 def flow_for(context: FileContext) -> EvalFlow:
     """Return the file's shared ``EvalFlow``, creating it on first use."""
-    flow = _FLOWS.get(context)
-    if flow is None:
-        flow = _FLOWS[context] = EvalFlow(context)
-    return flow
+    return context.shared(EvalFlow)
 
 
 class EvalFlowRule(Rule):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
 from pytest_traincheck.rules.base import RawFinding, dotted_name, target_names
+
+
+T = TypeVar("T")
 
 
 class FileContext:
@@ -32,6 +35,13 @@ class FileContext:
         self.imports: dict[str, str] = {}
         # per enclosing function: imported aliases that a parameter or local assignment shadows
         self.shadowed: list[set[str]] = []
+        self._shared: dict[object, object] = {}
+
+    def shared(self, factory: Callable[["FileContext"], T]) -> T:
+        """Return the one ``factory(self)`` that every rule of this traversal shares (built on first use)."""
+        if factory not in self._shared:
+            self._shared[factory] = factory(self)
+        return self._shared[factory]  # type: ignore[return-value]
 
     def fresh(self) -> "FileContext":
         """Return a new context for the same tree, with no imports, findings or shared state yet."""

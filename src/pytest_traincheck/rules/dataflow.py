@@ -24,7 +24,6 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple, Optional
-from weakref import WeakKeyDictionary
 
 import libcst as cst
 
@@ -115,11 +114,6 @@ class Tracker:
         self._last: tuple[str, int] = ("", 0)
 
     # -- dedupe: several rules forward the same event ------------------------------
-    @property
-    def started(self) -> bool:
-        """True once a traversal has fed this tracker an event."""
-        return self._last != ("", 0)
-
     def fresh(self, event: str, node: cst.CSTNode) -> bool:
         """True the first time ``event`` is seen for ``node``."""
         key = (event, id(node))
@@ -316,20 +310,9 @@ def apply(callee: Optional[Value]) -> Optional[Value]:
     return None
 
 
-_TRACKERS: "WeakKeyDictionary[FileContext, Tracker]" = WeakKeyDictionary()
-
-
 def tracker_for(context: FileContext) -> Tracker:
-    """Return the tracker shared by the rules of this traversal of the file.
-
-    Rules are built together before a traversal starts; a tracker that has
-    already seen events belongs to an earlier traversal (the engine re-runs
-    rules one by one after one raised), so a fresh one replaces it.
-    """
-    tracker = _TRACKERS.get(context)
-    if tracker is None or tracker.started:
-        tracker = _TRACKERS[context] = Tracker(context)
-    return tracker
+    """Return the tracker shared by the rules of this traversal of the file."""
+    return context.shared(Tracker)
 
 
 class FlowRule(Rule):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
-from weakref import WeakKeyDictionary
 
 import libcst as cst
 
@@ -508,15 +507,9 @@ class FileLoops:
         return index.get(id(func), [])  # type: ignore[union-attr]
 
 
-_SHARED: "WeakKeyDictionary[FileContext, FileLoops]" = WeakKeyDictionary()
-
-
 def loops_for(context: FileContext) -> FileLoops:
     """Return the file's shared recorder, creating it on first use."""
-    loops = _SHARED.get(context)
-    if loops is None:
-        loops = _SHARED[context] = FileLoops(context)
-    return loops
+    return context.shared(FileLoops)
 
 
 class LoopRule(Rule):
