@@ -135,7 +135,7 @@ def _error(check: Check, exc: BaseException) -> CheckResult:
 
 def run_checks(training: Union[Training, Sequence[Training]], select: Optional[Iterable[str]] = None,
                ignore: Optional[Iterable[str]] = None, seed: int = 0, device: Optional[str] = None,
-               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET, **_: Any) -> Any:
+               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET) -> Any:
     """Run the enabled checks on one or several setups and return a `Report`."""
     from pytest_traincheck.checks.report import Report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -10,11 +9,6 @@ from typing import Any, Optional
 import pytest
 
 from pytest_traincheck import catalog
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 HELP_ENABLE = "run the training sanity checks on the declared setups (one test item per setup and check)"
 HELP_SELECT = "comma-separated check codes or prefixes to run, e.g. TRN1,TRN601 (default: the checks on by default)"
@@ -121,11 +115,12 @@ def load_sanity_config(rootdir: Path) -> dict[str, Any]:
     path = Path(rootdir) / "pyproject.toml"
     if not path.is_file():
         return {}
+    from pytest_traincheck.config import ConfigError, read_table
+
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise pytest.UsageError(f"{path}: cannot read it: {exc}") from None
-    tool = data.get("tool", {}).get("traincheck", {})
+        tool = read_table(path)  # the same reader as `traincheck lint`, the same one-line errors
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
     sanity = tool.get("sanity", {})
     if not isinstance(sanity, dict):
         raise pytest.UsageError(f"{path}: [tool.traincheck.sanity] must be a table")
