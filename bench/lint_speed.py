@@ -114,6 +114,9 @@ def main() -> int:
         return 0
     if args.corpus is None:
         parser.error("give a corpus folder (or --fetch)")
+    # bench/corpus/ is git-ignored, and Fixit honours .gitignore: lint a copy outside the repository.
+    workdir = Path(tempfile.mkdtemp(prefix="traincheck-corpus-"))
+    args.corpus = Path(shutil.copytree(args.corpus, workdir / args.corpus.name))
     files = sorted(str(p) for p in args.corpus.rglob("*.py"))
     lines = sum(len(Path(f).read_bytes().splitlines()) for f in files)
     cache = Path(tempfile.mkdtemp(prefix="traincheck-bench-"))
@@ -150,6 +153,7 @@ def main() -> int:
         shutil.rmtree(cache, ignore_errors=True)
         print(f"peak memory, cold: {peak_memory_mb(tc):.0f} MB (target < 1024 MB)")
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -57,7 +57,7 @@ def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
 
 
 def _stdin_lint(args: argparse.Namespace, config: object) -> int:
-    from pytest_traincheck.report import FormatOptions, LintSummary, render
+    from pytest_traincheck.report import LintSummary, render
     from pytest_traincheck.rules import engine
 
     data = sys.stdin.buffer.read()

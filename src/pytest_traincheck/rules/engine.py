@@ -277,6 +277,10 @@ def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
     cached = cache.load(Path(settings.cache_dir), key)
     if cached is not None:
         return cached
+    return _lint_and_store(shown, data, key, settings)
+
+
+def _lint_and_store(shown: str, data: bytes, key: str, settings: Settings) -> FileResult:
     result = lint_bytes(shown, data, settings)
     if not result.internal_error:
         cache.store(Path(settings.cache_dir), key, result)
@@ -310,6 +314,30 @@ def run_files(
     files: Sequence[tuple[Path, str]], settings: Settings, jobs: int = 1
 ) -> list[FileResult]:
     """Lint ``(path, shown name)`` pairs, in worker processes when it pays off."""
+    results: dict[int, FileResult] = {}
+    if settings.cache_dir is not None and not settings.fix:
+        # Answer cache hits here: a warm run then starts no worker process at all.
+        for index, (path, shown) in enumerate(files):
+            hit = _cached(path, shown, settings)
+            if hit is not None:
+                results[index] = hit
+    misses = [i for i in range(len(files)) if i not in results]
+    for index, result in zip(misses, _run_uncached([files[i] for i in misses], settings, jobs)):
+        results[index] = result
+    return [results[i] for i in range(len(files))]
+
+
+def _cached(path: Path, shown: str, settings: Settings) -> Optional[FileResult]:
+    try:
+        data = path.read_bytes() if path.is_file() else None
+    except OSError:
+        return None
+    if data is None:
+        return None
+    return cache.load(Path(settings.cache_dir or "."), cache.entry_key(shown, data, settings))
+
+
+def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int) -> list[FileResult]:
     work = [(path, shown, settings) for path, shown in files]
     if jobs > 1 and len(work) > 2:
         chunk = max(1, len(work) // (jobs * 8))

@@ -15,7 +15,6 @@ import libcst as cst
 
 from pytest_traincheck.rules.base import (
     RECURRENT_LAYERS,
-    SOFTMAX_FUNCS,
     Condition,
     dotted_name,
     is_module_subclass_base,
