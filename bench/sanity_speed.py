@@ -9,7 +9,7 @@ Prints, per setup, the wall time of the full check suite (every check that is
 on by default, the same work as `pytest --train-sanity`, without pytest's own
 start-up), the slowest checks, and the cost of one user step run plainly
 versus under the harness's full instrumentation (step hooks, gradient hooks,
-forward hooks, the loss-recording TorchFunctionMode, update tracking).
+forward hooks, the loss-recording TorchFunctionMode).
 Targets: the suite on the reference MNIST setup under 20 s on 2 CPU cores;
 the instrumented step at most 1.5x the plain step.
 """
@@ -102,7 +102,7 @@ def time_steps(training: Training, steps: int) -> tuple[float, float]:
         for _ in range(steps):
             step(model, batch, optimizer, training.loss_fn)
         plain = (time.perf_counter() - start) / steps
-        with harness.session(track_updates=True) as session:
+        with harness.session() as session:
             session.train(2)  # warm up
             start = time.perf_counter()
             session.train(steps)
