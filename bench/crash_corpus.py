@@ -21,6 +21,7 @@ import tempfile
 import time
 import traceback
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import libcst as cst
@@ -29,6 +30,15 @@ from libcst.metadata import MetadataWrapper
 from pytest_traincheck.rules import engine
 from pytest_traincheck.rules.context import FileContext, ImportTracker
 from pytest_traincheck.rules.registry import all_rules
+
+
+def _crashes_in(path: Path, settings: engine.Settings) -> list[str]:
+    """Lint one file; return its crashes (an escaped exception or TRN001 findings)."""
+    try:
+        result = engine.lint_file(path, str(path), settings)
+    except Exception:
+        return [f"{path}: engine raised\n{traceback.format_exc()}"]
+    return [f"{path}: {f.message}" for f in result.findings if f.code == "TRN001"]
 
 
 def time_per_rule(files: list[Path], sample: int) -> dict[str, float]:
@@ -85,19 +95,16 @@ def main() -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--fix", action="store_true", help="also fix a copy of the corpus and verify it")
     parser.add_argument("--rule-sample", type=int, default=300, help="files used for the time-per-rule table")
+    parser.add_argument("--jobs", type=int, default=engine.default_jobs())
     args = parser.parse_args()
     files = sorted({p for root in args.paths for p in root.rglob("*.py")})
     codes = tuple(rule.CODE for rule in all_rules())
     settings = engine.Settings(codes)
     crashes: list[str] = []
     start = time.perf_counter()
-    for path in files:
-        try:
-            result = engine.lint_file(path, str(path), settings)
-        except Exception:
-            crashes.append(f"{path}: engine raised\n{traceback.format_exc()}")
-            continue
-        crashes.extend(f"{path}: {f.message}" for f in result.findings if f.code == "TRN001")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for found in pool.map(_crashes_in, files, [settings] * len(files), chunksize=16):
+            crashes.extend(found)
     elapsed = time.perf_counter() - start
     print(f"files: {len(files)}  seconds: {elapsed:.1f}  crashes: {len(crashes)}")
     for crash in crashes[:50]:
