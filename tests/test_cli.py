@@ -330,3 +330,17 @@ def test_explain_unknown_is_one_line(tmp_path: Path, tc: Runner) -> None:
     assert_one_line_error(run("explain", "TRN999", cwd=tmp_path), "TRN999")
     for name in ("no-such-rule", "E501"):
         assert_one_line_error(tc("explain", name, cwd=tmp_path), name)
+
+
+def test_lint_never_imports_torch(tmp_path: Path) -> None:
+    """A CI lint job installs only libcst: linting torch code must not need torch."""
+    (tmp_path / "train.py").write_text(
+        "import torch\nimport torch.nn as nn\nmodel = nn.Linear(2, 2)\n"
+        "for x, y in loader:\n    loss = nn.CrossEntropyLoss()(model(x), y)\n    loss.backward()\n"
+        "    optimizer.step()\n")
+    code = ("import sys\nfrom pytest_traincheck.cli import main\n"
+            f"rc = main(['lint', {str(tmp_path)!r}, '--no-cache', '--jobs', '1'])\n"
+            "assert 'torch' not in sys.modules, 'lint imported torch'\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "TRN101" in proc.stdout

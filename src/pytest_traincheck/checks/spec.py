@@ -37,6 +37,10 @@ class Training:
     step: Optional[Callable[..., Any]] = None
     train_epoch: Optional[Callable[..., Any]] = None
     evaluate: Optional[Callable[..., Any]] = None
+    # `save_checkpoint(model, optimizer, path)` / `load_checkpoint(model, optimizer, path)`: TRN503 resumes
+    # through them; without them it round-trips both state_dicts with torch.save/torch.load.
+    save_checkpoint: Optional[Callable[..., Any]] = None
+    load_checkpoint: Optional[Callable[..., Any]] = None
     num_classes: Optional[int] = None
     task: str = "auto"
     device: Optional[str] = None
@@ -64,12 +68,15 @@ class Training:
         if _looks_like_optimizer(self.optimizer):
             raise SetupError(f"{where}: `optimizer` must be a factory taking parameters, "
                              "for example `optimizer=lambda params: torch.optim.SGD(params, lr=0.1)`")
-        for attr in ("step", "train_epoch", "evaluate"):
+        for attr in ("step", "train_epoch", "evaluate", "save_checkpoint", "load_checkpoint"):
             value = getattr(self, attr)
             if value is not None and not callable(value):
                 raise SetupError(f"{where}: `{attr}` must be callable or None")
         if self.step is not None and self.train_epoch is not None:
             raise SetupError(f"{where}: give either `step` (per batch) or `train_epoch` (per loader), not both")
+        if (self.save_checkpoint is None) != (self.load_checkpoint is None):
+            raise SetupError(f"{where}: give both `save_checkpoint` and `load_checkpoint` (or neither): "
+                             "a resume is checked by saving with one and loading with the other")
         if self.data is None or isinstance(self.data, (str, bytes)):
             raise SetupError(f"{where}: `data` must be a DataLoader or an iterable of (inputs, targets) batches")
         if self.task not in TASKS:

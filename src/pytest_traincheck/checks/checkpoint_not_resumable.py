@@ -1,0 +1,174 @@
+"""TRN503: saving and loading a checkpoint does not reproduce the next training step."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.checks.base import Check, CheckResult
+from pytest_traincheck.checks.harness import Harness, call_user
+from pytest_traincheck.checks.session import Session
+from pytest_traincheck.checks.trace import Trace
+
+STEPS = 3  # enough for Adam's moments and momentum buffers to hold real state
+TOLERANCE = 1e-6  # max abs difference, relative to max(1, |value|)
+
+
+def _save_full(model: nn.Module, optimizer: Any, path: str) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+
+
+def _load_full(model: nn.Module, optimizer: Any, path: str) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+
+
+def _load_model_only(model: nn.Module, optimizer: Any, path: str) -> None:
+    model.load_state_dict(torch.load(path, weights_only=True)["model"])
+
+
+def _save_model_only(model: nn.Module, optimizer: Any, path: str) -> None:
+    torch.save({"model": model.state_dict()}, path)
+
+
+def _load_what_was_saved(model: nn.Module, optimizer: Any, path: str) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    model.load_state_dict(checkpoint["model"])
+    if "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+
+
+def _sgd(params: Any) -> Any:
+    return torch.optim.SGD(params, lr=0.1)
+
+
+class CheckpointNotResumable(Check):
+    """Fail when a run resumed from a checkpoint takes a different next step than the uninterrupted run."""
+
+    CODE = "TRN503"
+    PASSING = (lambda: ex.setup(),
+               lambda: ex.setup(model=lambda: ex.MLP(dropout=0.3, batchnorm=True)),
+               lambda: ex.setup(save_checkpoint=_save_full, load_checkpoint=_load_full),
+               lambda: ex.setup(optimizer=_sgd, save_checkpoint=_save_full, load_checkpoint=_load_model_only))
+    FAILING = (lambda: ex.setup(save_checkpoint=_save_full, load_checkpoint=_load_model_only),
+               lambda: ex.setup(optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+                                save_checkpoint=_save_model_only, load_checkpoint=_load_what_was_saved))
+
+    def run(self, h: Harness) -> CheckResult:
+        how = ("the declared save_checkpoint/load_checkpoint" if h.training.save_checkpoint is not None
+               else "torch.save/torch.load of the model and optimizer state_dicts")
+        with h.session() as original, tempfile.TemporaryDirectory(prefix="traincheck-") as tmp:
+            original.train(STEPS)
+            path = os.path.join(tmp, "checkpoint.pt")
+            self._save(h, original.model, original.optimizer, path)
+            model = h.model()
+            optimizer = h.optimizer(model)
+            self._load(h, model, optimizer, path)
+            loaded = _first_difference(original.model, model)
+            if loaded is not None:
+                name, diff = loaded
+                return self.failed(
+                    f"after {STEPS} steps, a fresh model loaded from the checkpoint ({how}) differs from the saved "
+                    f"one: `{name}` by {diff:.3g} (max abs): the checkpoint does not restore the model; save and "
+                    "load `model.state_dict()`", steps=STEPS, first_difference=name, max_abs_diff=diff)
+            kept, restored = _state_entries(original.optimizer), _state_entries(optimizer)
+            state = _rng_state()
+            original.step()
+        with _session(h, model, optimizer) as resumed:
+            _set_rng_state(state)
+            resumed.step()
+        stepped = _first_difference(original.model, model)
+        if stepped is not None:
+            name, diff = stepped
+            cause = ("the optimizer state (Adam moments, momentum) is not restored; save and load "
+                     "`optimizer.state_dict()` too" if restored < kept else
+                     "some training state is not in the checkpoint (optimizer state, a scheduler, a tensor attribute "
+                     "that is not a registered buffer); save and load every state_dict")
+            return self.failed(
+                f"resumed after {STEPS} steps ({how}), one more step on the same batch and RNG state moved `{name}` "
+                f"differently from the uninterrupted run (max abs diff {diff:.3g}; all parameters matched right "
+                f"after loading; optimizer state tensors: {kept} uninterrupted, {restored} resumed): {cause}",
+                steps=STEPS, first_difference=name, max_abs_diff=diff, optimizer_state=kept,
+                resumed_optimizer_state=restored)
+        return self.passed(f"resumed after {STEPS} steps ({how}), the next step matched the uninterrupted run "
+                           "for every parameter and buffer", steps=STEPS, optimizer_state=kept)
+
+    def _save(self, h: Harness, model: nn.Module, optimizer: Any, path: str) -> None:
+        save = h.training.save_checkpoint
+        if save is None:
+            _save_full(model, optimizer, path)
+        else:
+            call_user("the `save_checkpoint` function", save, model, optimizer, path)
+
+    def _load(self, h: Harness, model: nn.Module, optimizer: Any, path: str) -> None:
+        load = h.training.load_checkpoint
+        if load is None:
+            checkpoint = torch.load(path, weights_only=True, map_location=h.device)
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        else:
+            call_user("the `load_checkpoint` function", load, model, optimizer, path)
+
+
+@contextlib.contextmanager
+def _session(h: Harness, model: nn.Module, optimizer: Any) -> Iterator[Session]:
+    """Run the user's step on given objects, instrumented like `Harness.session`."""
+    trace = Trace(model, optimizer, h.clock.check)
+    try:
+        with trace.loss_recorder():
+            yield Session(h, model, optimizer, trace)
+    finally:
+        trace.close()
+
+
+def _first_difference(a: nn.Module, b: nn.Module) -> Optional[tuple[str, float]]:
+    """Return the first floating state entry (parameter or buffer) that differs, with its max abs diff."""
+    other = b.state_dict()
+    for name, value in a.state_dict().items():
+        mine = other.get(name)
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if mine is None or mine.shape != value.shape:
+            return name, float("inf")
+        diff = float((value.detach() - mine.detach()).abs().max()) if value.numel() else 0.0
+        scale = max(1.0, float(value.detach().abs().max())) if value.numel() else 1.0
+        if not diff <= TOLERANCE * scale:  # NaN counts as a difference
+            return name, diff
+    return None
+
+
+def _state_entries(optimizer: Any) -> int:
+    return sum(len(v) for v in optimizer.state.values() if isinstance(v, dict))
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "random": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy
+
+        state["numpy"] = numpy.random.get_state()
+    except ImportError:  # pragma: no cover - numpy is optional
+        pass
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    # The same dropout masks and sampling on both runs: only the restored state may differ.
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        import numpy
+
+        numpy.random.set_state(state["numpy"])
