@@ -233,6 +233,8 @@ class Harness:
         self.data, self.training, self.seed = data, data.training, seed
         self.device = torch.device(device or data.training.device or "cpu")
         self.clock = Clock(budget)
+        # Set by the runner only for a TensorBoard log: sessions then record per-step series into it.
+        self.series: Optional[dict[str, list[float]]] = None
 
     @property
     def has_user_step(self) -> bool:
@@ -282,11 +284,18 @@ class Harness:
         model = self.model()
         optimizer = self.optimizer(model)
         trace = Trace(model, optimizer, self.clock.check, track_updates=track_updates)
+        recorder = None
+        if self.series is not None:
+            from pytest_traincheck.checks.tensorboard import SeriesRecorder
+
+            recorder = SeriesRecorder(model, optimizer, self.series)
         try:
             with trace.loss_recorder():
                 yield Session(self, model, optimizer, trace)
         finally:
             trace.close()
+            if recorder is not None:
+                recorder.close()
 
 
 def finite(value: Optional[float]) -> bool:

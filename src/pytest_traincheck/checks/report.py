@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_traincheck.checks.base import CheckResult, Verdict
+from pytest_traincheck.checks.sparkline import sparkline
 
 __all__ = ["Report"]
 
@@ -68,7 +69,8 @@ class Report:
                 short = r.message.splitlines()[0] if r.message else ""
                 if len(short) > 90:
                     short = short[:87] + "..."
-                lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}")
+                curve = f"  {sparkline(r.curve, 24)}" if r.code == "TRN601" and r.curve else ""
+                lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}{curve}")
         return "\n".join(lines)
 
     def describe_problems(self) -> str:

@@ -63,15 +63,20 @@ def device_problem(device: Optional[str]) -> Optional[str]:
 
 
 def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, device: Optional[str] = None,
-              budget: Optional[float] = DEFAULT_BUDGET, strict: bool = False) -> CheckResult:
-    """Run one check on one prepared setup and return its result (never raises for user errors)."""
+              budget: Optional[float] = DEFAULT_BUDGET, strict: bool = False,
+              series: Optional[dict[str, list[float]]] = None) -> CheckResult:
+    """Run one check on one prepared setup and return its result (never raises for user errors).
+
+    Given a ``series`` dict, the per-step gradient norms and update ratios of the session
+    behind the returned result are recorded into it (for TensorBoard).
+    """
     cls = all_checks()[code]
     start = time.monotonic()
     if isinstance(data, Exception):
         result, name = _error(cls(), data), ""
     else:
         name = data.training.name
-        result = _run_seeds(cls(), data, seed, device or data.training.device, budget)
+        result = _run_seeds(cls(), data, seed, device or data.training.device, budget, series)
     if strict and result.verdict is Verdict.WARN:
         result.verdict = Verdict.FAIL
         result.message = "(strict) " + result.message
@@ -81,18 +86,22 @@ def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, de
 
 
 def _run_seeds(check: Check, data: SetupData, seed: int, device: Optional[str],
-               budget: Optional[float]) -> CheckResult:
+               budget: Optional[float], series: Optional[dict[str, list[float]]] = None) -> CheckResult:
     skip = _skip_reason(check, data.training, device)
     if skip is not None:
         return check.skipped(skip)
-    first = _run_once(check, data, seed, device, budget)
+    first = _run_once(check, data, seed, device, budget, series)
     if not check.STOCHASTIC or first.verdict in (Verdict.PASS, Verdict.SKIP, Verdict.ERROR):
         return first
+    first_series = dict(series) if series is not None else None
     for k in range(1, SEED_RETRIES + 1):
-        retry = _run_once(check, data, seed + k, device, budget)
+        retry = _run_once(check, data, seed + k, device, budget, series)
         if retry.verdict is Verdict.PASS:
             retry.evidence["seeds"] = f"passed on seed {seed + k} after {k} other seed(s) did not"
             return retry
+    if series is not None and first_series is not None:  # the series of the run reported
+        series.clear()
+        series.update(first_series)
     tries = SEED_RETRIES + 1
     first.evidence["seeds"] = f"{tries}/{tries} seeds ({seed}..{seed + SEED_RETRIES}) did not pass"
     return first
@@ -107,8 +116,11 @@ def _skip_reason(check: Check, training: Training, device: Optional[str]) -> Opt
 
 
 def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
-              budget: Optional[float]) -> CheckResult:
+              budget: Optional[float], series: Optional[dict[str, list[float]]] = None) -> CheckResult:
     harness = Harness(data, seed=seed, device=device, budget=budget)
+    if series is not None:
+        series.clear()
+        harness.series = series
     try:
         with isolated(seed), harness.clock.backstop():
             return check.run(harness)
@@ -135,19 +147,35 @@ def _error(check: Check, exc: BaseException) -> CheckResult:
 
 def run_checks(training: Union[Training, Sequence[Training]], select: Optional[Iterable[str]] = None,
                ignore: Optional[Iterable[str]] = None, seed: int = 0, device: Optional[str] = None,
-               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET) -> Any:
-    """Run the enabled checks on one or several setups and return a `Report`."""
+               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET, logdir: Optional[str] = None) -> Any:
+    """Run the enabled checks on one or several setups and return a `Report` (and a TensorBoard log)."""
     from pytest_traincheck.checks.report import Report
 
     codes = enabled_codes(select, ignore)
     report = Report(meta=run_meta(seed, device, codes, strict))
-    for t in as_trainings(training, "run_checks()"):
-        data = prepare_or_error(t, seed)
-        for code in codes:
-            result = run_check(code, data, seed=seed, device=device, budget=budget, strict=strict)
-            result.setup = t.name
-            report.results.append(result)
+    log = _tensorboard_log(logdir, seed)
+    try:
+        for t in as_trainings(training, "run_checks()"):
+            data = prepare_or_error(t, seed)
+            for code in codes:
+                series = {} if log is not None and code == "TRN601" else None
+                result = run_check(code, data, seed=seed, device=device, budget=budget, strict=strict, series=series)
+                result.setup = t.name
+                report.results.append(result)
+                if log is not None:
+                    log.add(result, series)
+    finally:
+        if log is not None:
+            log.close()
     return report
+
+
+def _tensorboard_log(logdir: Optional[str], seed: int) -> Any:
+    if logdir is None:
+        return None
+    from pytest_traincheck.checks.tensorboard import TensorBoardLog
+
+    return TensorBoardLog(logdir, seed)
 
 
 def prepare_or_error(training: Training, seed: int) -> Union[SetupData, Exception]:

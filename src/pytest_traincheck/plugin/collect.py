@@ -15,6 +15,7 @@ from pytest_traincheck.plugin.options import DECLARE_HINT, SanityOptions
 
 FIXTURE_NAME = "train_sanity_trainings"
 STATE_KEY = pytest.StashKey["SanityState"]()
+SPARK_WIDTH = 24  # characters of the TRN601 loss sparkline in the summary table
 
 
 class SanityState:
@@ -32,6 +33,7 @@ class SanityState:
         self.results: list[dict[str, Any]] = []
         self.conftest_dirs: dict[Path, str] = {}
         self.declared = False
+        self.log = _tensorboard_log(options)
 
     def run(self, code: str, training: Any, source: str) -> Any:
         """Run one check on one setup, preparing the setup once per process."""
@@ -41,9 +43,24 @@ class SanityState:
         if key not in self.prepared:
             self.prepared[key] = prepare_or_error(training, self.options.seed)
         o = self.options
-        result = run_check(code, self.prepared[key], seed=o.seed, device=o.device, budget=o.budget, strict=o.strict)
+        series = {} if self.log is not None and code == "TRN601" else None  # per-step series for TensorBoard
+        result = run_check(code, self.prepared[key], seed=o.seed, device=o.device, budget=o.budget, strict=o.strict,
+                           series=series)
         result.setup = training.name
+        if self.log is not None:
+            self.log.add(result, series)
         return result
+
+
+def _tensorboard_log(options: SanityOptions) -> Any:
+    if not options.logdir:
+        return None
+    from pytest_traincheck.checks.tensorboard import TensorBoardLog, TensorBoardMissing
+
+    try:
+        return TensorBoardLog(options.logdir, options.seed)
+    except TensorBoardMissing as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 class SanityPlugin:
@@ -137,7 +154,9 @@ class SanityPlugin:
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Write the JSON report (controller only under xdist)."""
+        """Close the TensorBoard log (every process), write the JSON report (controller only under xdist)."""
+        if self.state.log is not None:
+            self.state.log.close()
         path = self.state.options.report
         if path and not hasattr(session.config, "workerinput"):
             from pytest_traincheck.checks.runner import run_meta
@@ -200,6 +219,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _table(results: list[dict[str, Any]]) -> list[str]:
+    from pytest_traincheck.checks.sparkline import sparkline
+
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_setup.setdefault(r["setup"], []).append(r)
@@ -210,5 +231,7 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
         for r in sorted(rs, key=lambda r: r["code"]):
             short = (r["message"].splitlines() or [""])[0]
             short = short if len(short) <= 80 else short[:77] + "..."
-            lines.append(f"  {r['code'] + '-' + r['slug']:<{width}}  {r['verdict'].upper():<5}  {short}")
+            curve = sparkline(r.get("curve"), SPARK_WIDTH) if r["code"] == "TRN601" else ""
+            verdict = r["verdict"].upper() + (f" {curve}" if curve else "")  # the overfit loss curve, log-scaled
+            lines.append(f"  {r['code'] + '-' + r['slug']:<{width}}  {verdict:<5}  {short}")
     return lines

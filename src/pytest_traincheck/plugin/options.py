@@ -18,6 +18,8 @@ HELP_SEED = "seed for every RNG the checks use (default 0); replay a run with th
 HELP_DEVICE = "device to run the checks on: cpu (default) or cuda[:N]"
 HELP_REPORT = "write the results of every check as JSON to this path"
 HELP_BUDGET = "time budget in seconds per check (default 60); a slower or hanging step becomes an ERROR"
+HELP_LOGDIR = ("write TensorBoard event files per setup to LOGDIR/<setup>-seed<seed>: the overfit loss curve, per-step "
+               "gradient norms and update ratios, and every verdict (needs the tensorboard package)")
 
 DECLARE_HINT = ("traincheck: no training setup declared for --train-sanity; add `[tool.traincheck.sanity] "
                 "trainings = [\"mypkg.train:make_training\"]` to pyproject.toml or a `train_sanity_trainings` "
@@ -33,6 +35,7 @@ _OPTIONS = (
     ("-device", "train_sanity_device", HELP_DEVICE, "str"),
     ("-report", "train_sanity_report", HELP_REPORT, "str"),
     ("-budget", "train_sanity_budget", HELP_BUDGET, "float"),
+    ("-logdir", "train_sanity_logdir", HELP_LOGDIR, "str"),
 )
 
 
@@ -62,6 +65,7 @@ class SanityOptions:
     device: Optional[str] = None
     report: Optional[str] = None
     budget: float = 60.0
+    logdir: Optional[str] = None
     trainings: list[str] = field(default_factory=list)
 
 
@@ -128,7 +132,7 @@ def load_sanity_config(rootdir: Path) -> dict[str, Any]:
     for key in ("select", "ignore"):
         if key in sanity or key in tool:
             out[key] = sanity.get(key, tool.get(key))
-    for key in ("strict", "seed", "device", "budget"):
+    for key in ("strict", "seed", "device", "budget", "logdir"):
         if key in sanity:
             out[key] = sanity[key]
     trainings = sanity.get("trainings", [])
