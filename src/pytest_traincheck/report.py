@@ -24,6 +24,7 @@ class Finding:
     fixable: bool = False
     fix_title: Optional[str] = None
     severity: str = "error"
+    unsafe_fix: bool = False  # a fix exists, but only `--unsafe-fixes` applies it
 
     @property
     def name(self) -> str:
@@ -68,6 +69,11 @@ class LintSummary:
         """Count the findings that ``--fix`` could repair."""
         return sum(1 for f in self.findings if f.fixable)
 
+    @property
+    def hidden_fixes(self) -> int:
+        """Count the findings whose fix only ``--unsafe-fixes`` applies."""
+        return sum(1 for f in self.findings if f.unsafe_fix and not f.fixable)
+
 
 Formatter = Callable[[LintSummary, "FormatOptions"], str]
 
@@ -96,6 +102,8 @@ def _summary_line(summary: LintSummary) -> str:
     if summary.fixable:
         parts.append(f" ({summary.fixable} fixable with --fix)")
     line = "".join(parts) + "."
+    if summary.hidden_fixes:
+        line += f" {summary.hidden_fixes} more fixable with --fix --unsafe-fixes (review them)."
     if summary.fixed:
         line = f"Fixed {summary.fixed}, " + line[0].lower() + line[1:]
     return line

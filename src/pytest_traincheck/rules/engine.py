@@ -182,6 +182,7 @@ def _to_finding(context: FileContext, raw: RawFinding, fixable: bool) -> Finding
         fixable=fixable,
         fix_title=rule.FIX_TITLE,
         severity=rule.SEVERITY,
+        unsafe_fix=raw.fix is not None and not rule.FIX_SAFE,
     )
 
 
