@@ -110,7 +110,7 @@ def _load_config(args: argparse.Namespace, paths: Sequence[Path]) -> object:
 
 def _run_lint(args: argparse.Namespace) -> int:
     from pytest_traincheck.report import render
-    from pytest_traincheck.rules import engine, fixer
+    from pytest_traincheck.rules import engine
 
     paths = list(args.paths or [Path(".")])
     config = _load_config(args, paths)
@@ -129,7 +129,9 @@ def _run_lint(args: argparse.Namespace) -> int:
         if args.diff:
             _print_diff(result.path, path.read_text(encoding="utf-8", errors="replace"), result.fixed_source)
         else:
-            fixer.write_atomic(path, result.fixed_source, result.encoding)
+            from pytest_traincheck.rules.fixer import write_atomic  # only a run that fixed something loads libcst
+
+            write_atomic(path, result.fixed_source, result.encoding)
     if args.diff:
         return EXIT_FINDINGS if summary.fixed else EXIT_CLEAN
     sources = None

@@ -26,6 +26,9 @@ def _snapshot():
         "anomaly": torch.is_anomaly_enabled(),
         "clip_norm": id(torch.nn.utils.clip_grad_norm_),
         "clip_value": id(torch.nn.utils.clip_grad_value_),
+        "losses": [id(getattr(torch.nn.functional, name)) for name in
+                   ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                    "mse_loss")],
         "optimizer_step_hooks": len(optimizer_module._global_optimizer_pre_hooks)
                                  + len(optimizer_module._global_optimizer_post_hooks),
         "module_hooks": len(module_module._global_forward_hooks) + len(module_module._global_forward_pre_hooks)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import libcst as cst
 import pytest
 
-from pytest_traincheck.rules import engine
+from pytest_traincheck.rules import analysis, engine, manifest
 from pytest_traincheck.rules.base import Invalid, Rule
 from pytest_traincheck.rules.registry import all_rules
 from pytest_traincheck.rules.walk import walk
@@ -41,8 +45,8 @@ def test_triggers_never_hide_a_rule_s_own_findings(rule: type[Rule]) -> None:
 
 def test_files_without_trigger_words_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
-    real_parse = engine.parse
-    monkeypatch.setattr(engine, "parse", lambda path, data: parsed.append(path) or real_parse(path, data))
+    real_parse = analysis.parse
+    monkeypatch.setattr(analysis, "parse", lambda path, data: parsed.append(path) or real_parse(path, data))
     settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
     engine.lint_bytes("plain.py", b"def add(a, b):\n    return a + b\n", settings)
     engine.lint_bytes("model.py", CLIP, settings)
@@ -106,3 +110,31 @@ def test_a_parameter_shadows_an_imported_module() -> None:
               b"def build():\n    return nn.Layer(3, 4)\n")
     findings = engine.lint_bytes("s.py", source, engine.Settings(("TRN208",))).findings
     assert [(f.line, f.code) for f in findings] == [(8, "TRN208")]
+
+
+def test_rule_manifest_matches_the_registry() -> None:
+    """The manifest the warm path reads instead of importing the rules is up to date."""
+    assert manifest.rule_defaults() == manifest.build(), (
+        "src/pytest_traincheck/rules/data/rules.json is stale: run `python -m pytest_traincheck.rules.manifest`"
+    )
+
+
+def test_warm_run_never_imports_libcst_or_the_rules(tmp_path: Path) -> None:
+    """A re-lint answered wholly from the cache loads neither the parser nor any rule module."""
+    (tmp_path / "train.py").write_text("import torch\nfor x in data:\n    loss = model(x)\n    loss.backward()\n"
+                                       "    optimizer.step()\n")
+    (tmp_path / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    probe = (
+        "import sys\n"
+        "from pytest_traincheck.cli import main\n"
+        "code = main(['lint', '.', '--isolated', '-q', '--jobs', '1'])\n"
+        "loaded = sorted(m for m in sys.modules if m == 'libcst' or m.startswith('pytest_traincheck.rules.')"
+        " and m.rsplit('.', 1)[1] not in ('engine', 'cache', 'manifest', 'project', 'discovery'))\n"
+        "print(code, ','.join(loaded))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    cold, warm = (run.stdout.split("\n")[-2].split(" ") for run in runs)
+    assert cold[0] == warm[0] == "1"  # the missing zero_grad is reported both times
+    assert "libcst" in cold[1]  # the cold run did parse
+    assert warm[1:] == [""], warm

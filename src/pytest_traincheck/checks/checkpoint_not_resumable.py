@@ -123,8 +123,7 @@ def _session(h: Harness, model: nn.Module, optimizer: Any) -> Iterator[Session]:
     """Run the user's step on given objects, instrumented like `Harness.session`."""
     trace = Trace(model, optimizer, h.clock.check)
     try:
-        with trace.loss_recorder():
-            yield Session(h, model, optimizer, trace)
+        yield Session(h, model, optimizer, trace)
     finally:
         trace.close()
 

@@ -290,8 +290,7 @@ class Harness:
 
             recorder = SeriesRecorder(model, optimizer, self.series)
         try:
-            with trace.loss_recorder():
-                yield Session(self, model, optimizer, trace)
+            yield Session(self, model, optimizer, trace)
         finally:
             trace.close()
             if recorder is not None:

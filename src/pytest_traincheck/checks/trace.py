@@ -3,10 +3,17 @@
 A `Trace` is attached to one fresh model + optimizer. It records an event
 string (F forward, B backward, Z zero_grad, C clip, S step), per-step gradient
 facts, stale gradients, clip calls, forward-time modes and every loss call.
+
+The instrumentation is built to cost little per step: the functional losses and
+the clip functions are wrapped (one Python call each, not a hook on every torch
+op), gradient norms are kept as tensors and read back in one transfer at the
+optimizer's step, and a stale gradient is recognised by its tensor's identity
+and version counter instead of a copy compared element by element.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections import Counter
@@ -16,7 +23,6 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 LOSS_FUNCTIONS: dict[Any, str] = {
     F.cross_entropy: "cross_entropy",
@@ -118,20 +124,74 @@ class ForwardRecord:
     eval_modules: list[str]
 
 
-class LossRecorder(TorchFunctionMode):
-    """Record the tensors handed to the functional losses (used by nn.*Loss too)."""
+class _Taps:
+    """Process-wide wrappers around the functional losses and the clip functions.
 
-    def __init__(self, trace: Trace) -> None:
-        super().__init__()
-        self.trace = trace
+    They are installed when the first `Trace` opens and removed when the last one
+    closes, whatever order traces close in, and every open trace hears every call.
+    Copies that user modules hold (``from torch.nn.functional import cross_entropy``)
+    are replaced too, so such calls are seen as well.
+    """
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        kind = LOSS_FUNCTIONS.get(func)
-        out = func(*args, **kwargs)
-        if kind is not None and args:
-            self.trace.on_loss(kind, args, kwargs, out)
-        return out
+    def __init__(self) -> None:
+        self.traces: list[Trace] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def add(self, trace: Trace) -> None:
+        """Let ``trace`` hear loss and clip calls, installing the wrappers if none are."""
+        if not self.traces:
+            self._install()
+        self.traces.append(trace)
+
+    def remove(self, trace: Trace) -> None:
+        """Stop ``trace`` hearing calls; remove the wrappers when no trace is left."""
+        if trace in self.traces:
+            self.traces.remove(trace)
+        if not self.traces:
+            while self._undo:
+                self._undo.pop()()
+
+    def _install(self) -> None:
+        import torch.nn.utils as nn_utils
+        from torch.nn.utils import clip_grad as clip_module
+
+        wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+        for original, kind in LOSS_FUNCTIONS.items():
+            wrappers[id(original)] = (original, self._loss_wrapper(kind, original))
+        for fname in CLIP_FUNCTIONS:
+            original = getattr(nn_utils, fname, None)
+            if original is not None:
+                wrappers[id(original)] = (original, self._clip_wrapper(fname, original))
+        for owner in [F, nn_utils, clip_module, *_user_modules()]:
+            for attr, value in list(vars(owner).items()):
+                found = wrappers.get(id(value))
+                if found is not None and found[0] is value:
+                    setattr(owner, attr, found[1])
+                    self._undo.append(lambda o=owner, a=attr, v=value: setattr(o, a, v))
+
+    def _loss_wrapper(self, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def loss(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if args or "input" in kwargs:
+                for trace in list(self.traces):
+                    trace.on_loss(kind, args, kwargs, out)
+            return out
+
+        loss.__wrapped__ = original  # type: ignore[attr-defined]
+        return loss
+
+    def _clip_wrapper(self, fname: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def clip(*args: Any, **kwargs: Any) -> Any:
+            for trace in list(self.traces):
+                if trace.phase == "step":
+                    trace.on_clip(fname)
+            return original(*args, **kwargs)
+
+        clip.__wrapped__ = original  # type: ignore[attr-defined]
+        return clip
+
+
+_TAPS = _Taps()
 
 
 def mode_dependent(module: nn.Module) -> bool:
@@ -157,7 +217,35 @@ def _mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _norm(t: torch.Tensor) -> float:
-    return float(t.detach().float().norm())
+    return float(_norm_tensor(t))
+
+
+def _norm_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Return the 2-norm as a 0-d float tensor, without waiting for it (no host transfer)."""
+    return torch.linalg.vector_norm(t.detach(), dtype=torch.float32) if t.is_floating_point() else t.detach().float().norm()
+
+
+def _read(norms: list[torch.Tensor]) -> list[float]:
+    """Bring 0-d norm tensors to Python floats in one transfer per device."""
+    if not norms:
+        return []
+    devices = {n.device for n in norms}
+    if len(devices) == 1:
+        return torch.stack(norms).tolist()
+    return [float(n) for n in norms]
+
+
+@dataclass
+class _GradSeen:
+    """A gradient tensor as the optimizer left it: the object, its version counter and its norm."""
+
+    grad: torch.Tensor
+    version: int
+    norm: float
+
+    def still(self, grad: Optional[torch.Tensor]) -> bool:
+        """True if ``grad`` is the same tensor, not written in place since (as autograd counts writes)."""
+        return grad is self.grad and grad._version == self.version
 
 
 class Trace:
@@ -177,9 +265,11 @@ class Trace:
         self.forwards: list[ForwardRecord] = []
         self.losses: list[LossCall] = []
         self.accumulations: Counter[str] = Counter()
-        self.accum_nonzero: set[str] = set()
-        self.accum_norm: dict[str, float] = {}
-        self.snapshots: dict[str, torch.Tensor] = {}
+        self.snapshots: dict[str, _GradSeen] = {}  # nonzero gradients left after the last step
+        self._nonzero: set[str] = set()
+        self._pending: list[tuple[str, torch.Tensor]] = []  # norms after each accumulation, not yet read
+        self._after_backward: dict[str, float] = {}
+        self._at_step: dict[str, _GradSeen] = {}
         self._incoming: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._before: dict[str, torch.Tensor] = {}
         self.mode_modules = _mode_modules(model)
@@ -198,7 +288,8 @@ class Trace:
         self._undo.append(self.model.register_forward_pre_hook(self._forward_pre).remove)
         for owner in (self.optimizer, self.model):
             self._wrap_zero_grad(owner)
-        self._patch_clipping()
+        _TAPS.add(self)
+        self._undo.append(lambda: _TAPS.remove(self))
 
     def close(self) -> None:
         """Remove every hook and restore every patch, newest first."""
@@ -217,6 +308,12 @@ class Trace:
                 seen.setdefault(id(p), p)
         return list(seen.values())
 
+    @property
+    def accum_nonzero(self) -> set[str]:
+        """Names of the parameters that ever received a nonzero gradient from backward."""
+        self._settle([])
+        return self._nonzero
+
     def _event(self, kind: str) -> None:
         if self.phase != "step":
             return
@@ -234,37 +331,25 @@ class Trace:
         owner.zero_grad = zero_grad
         self._undo.append(lambda: owner.__dict__.pop("zero_grad", None))
 
-    def _patch_clipping(self) -> None:
-        import torch.nn.utils as nn_utils
-        from torch.nn.utils import clip_grad as clip_module
-
-        for fname in CLIP_FUNCTIONS:
-            original = getattr(nn_utils, fname, None)
-            if original is None:
-                continue
-            wrapper = self._clip_wrapper(fname, original)
-            for owner in [nn_utils, clip_module, *_user_modules()]:
-                for attr, value in list(vars(owner).items()):
-                    if value is original:
-                        setattr(owner, attr, wrapper)
-                        self._undo.append(lambda o=owner, a=attr, v=original: setattr(o, a, v))
-
-    def _clip_wrapper(self, fname: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def clip(*args: Any, **kwargs: Any) -> Any:
-            if self.phase == "step":
-                self.on_clip(fname)
-            return original(*args, **kwargs)
-
-        clip.__wrapped__ = original  # type: ignore[attr-defined]
-        return clip
+    def _settle(self, more: list[torch.Tensor]) -> list[float]:
+        """Read the pending accumulation norms and ``more`` in one transfer; return ``more``'s values."""
+        pending, self._pending = self._pending, []
+        values = _read([norm for _, norm in pending] + more)
+        for (name, _), value in zip(pending, values):
+            self._after_backward[name] = value
+            if value > 0:
+                self._nonzero.add(name)
+        return values[len(pending):]
 
     # -- hooks ----------------------------------------------------------------------
     def _pre_accumulate(self, p: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
             name = self.name(p)
-            snap = self.snapshots.pop(name, None)
-            if snap is not None and p.grad is not None and p.grad.shape == snap.shape and torch.equal(p.grad, snap):
-                self._incoming[name] = (snap, grad.detach().clone())
+            seen = self.snapshots.pop(name, None)
+            # The gradient the last step used is about to be added to: stale unless cleared since.
+            # Writes through `.data` bypass the version counter, so the norm must match too.
+            if seen is not None and seen.still(p.grad) and _norm(p.grad) == seen.norm:
+                self._incoming[name] = (p.grad.detach().clone(), grad.detach().clone())
         return hook
 
     def _post_accumulate(self, p: torch.Tensor) -> None:
@@ -274,10 +359,7 @@ class Trace:
         grad = p.grad
         if grad is None:
             return
-        norm = _norm(grad)
-        self.accum_norm[name] = norm
-        if norm > 0:
-            self.accum_nonzero.add(name)
+        self._pending.append((name, _norm_tensor(grad)))
         stale = self._incoming.pop(name, None)
         if stale is not None:
             snap, incoming = stale
@@ -296,18 +378,20 @@ class Trace:
 
     def _step_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.check_time()
-        none, zero, bad, sq = [], [], [], 0.0
-        for p in self.opt_params():
-            name = self.name(p)
-            if p.grad is None:
-                none.append(name)
-                continue
-            g = p.grad.detach()
-            if not bool(torch.isfinite(g).all()):
-                bad.append(name)
-            elif not bool(g.any()):
+        named = [(self.name(p), p) for p in self.opt_params()]
+        none = [name for name, p in named if p.grad is None]
+        graded = [(name, p, p.grad) for name, p in named if p.grad is not None]
+        norms = self._settle([_norm_tensor(g) for _, _, g in graded])
+        zero, bad = [], []
+        self._at_step = {}
+        for (name, p, g), norm in zip(graded, norms):
+            # A finite norm means finite entries; a zero norm may be underflow, so ask the tensor.
+            if not math.isfinite(norm):
+                if not bool(torch.isfinite(g).all()):
+                    bad.append(name)
+            elif norm == 0.0 and not bool(g.any()):
                 zero.append(name)
-            sq += _norm(g) ** 2
+            self._at_step[name] = _GradSeen(g, g._version, norm)
             if self.track_updates:
                 self._before[name] = p.detach().clone()
         since = self.since_step
@@ -316,9 +400,9 @@ class Trace:
             index=len(self.steps), had_backward=last_b >= 0,
             closure=any(callable(a) for a in args if a is not optimizer) or callable(kwargs.get("closure")),
             zero_grad_after_backward=last_b >= 0 and "Z" in since[last_b:],
-            grads_none=none, grads_zero=zero, grads_nonfinite=bad, norm_at_step=sq ** 0.5,
-            norm_after_backward=sum(v ** 2 for v in self.accum_norm.values()) ** 0.5))
-        self.accum_norm = {}
+            grads_none=none, grads_zero=zero, grads_nonfinite=bad, norm_at_step=sum(n * n for n in norms) ** 0.5,
+            norm_after_backward=sum(v * v for v in self._after_backward.values()) ** 0.5))
+        self._after_backward = {}
         self._event("S")
         self.since_step = []
 
@@ -327,18 +411,28 @@ class Trace:
         for p in self.opt_params():
             name = self.name(p)
             before = self._before.pop(name, None)
-            if before is not None and p.grad is not None and bool(p.grad.any()) and torch.equal(before, p.detach()):
+            grad = p.grad
+            if grad is None:
+                self.snapshots.pop(name, None)
+                continue
+            seen = self._at_step.get(name)
+            norm = seen.norm if seen is not None and seen.still(grad) else _norm(grad)
+            nonzero = norm != 0.0 or bool(grad.any())  # NaN counts as nonzero, as in `Tensor.any`
+            if before is not None and nonzero and torch.equal(before, p.detach()):
                 record.unchanged.append(name)
-            if p.grad is not None and bool(p.grad.any()):
-                self.snapshots[name] = p.grad.detach().clone()
+            if nonzero:
+                self.snapshots[name] = _GradSeen(grad, grad._version, norm)
             else:
                 self.snapshots.pop(name, None)
+        self._at_step = {}
 
-    # -- callbacks from the loss mode and the clip patches --------------------------------
+    # -- callbacks from the loss and clip wrappers ------------------------------------------
     def on_loss(self, kind: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Record one functional loss call."""
-        inp = args[0]
+        inp = args[0] if args else kwargs["input"]
         target = args[1] if len(args) > 1 else kwargs.get("target")
+        if not isinstance(inp, torch.Tensor):
+            return
         value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
         self.losses.append(LossCall(kind, inp.detach(), target.detach() if isinstance(target, torch.Tensor) else None,
                                     provenance(inp), value, self.phase))
@@ -353,10 +447,6 @@ class Trace:
             position = "before backward"
         self._event("C")
         self.clips.append(ClipCall(fname, len(self.steps), position))
-
-    def loss_recorder(self) -> LossRecorder:
-        """Return the TorchFunctionMode that feeds `on_loss`."""
-        return LossRecorder(self)
 
 
 def _user_modules() -> list[Any]:

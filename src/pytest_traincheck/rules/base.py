@@ -17,6 +17,7 @@ import libcst as cst
 from libcst.metadata import PositionProvider
 
 from pytest_traincheck import catalog
+from pytest_traincheck.rules.project import Condition
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.rules.context import FileContext
@@ -58,20 +59,6 @@ Example = Union[Valid, Invalid, str]
 
 # A fix maps the reported node to its replacement (or to RemovalSentinel).
 FixFunc = Callable[[cst.CSTNode], cst.CSTNode]
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A fact from the project pass that a deferred finding needs.
-
-    ``kind`` names a class fact (see ``facts.ClassFacts``): for example
-    ``Condition("returns", "Net", "softmax")`` holds when the run defines an
-    nn.Module class ``Net`` whose ``forward`` returns a softmax.
-    """
-
-    kind: str
-    name: str
-    value: str = ""
 
 
 @dataclass

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from pytest_traincheck import __version__
 from pytest_traincheck.report import Finding
-from pytest_traincheck.rules.base import Condition
-from pytest_traincheck.rules.facts import FileFacts
+from pytest_traincheck.rules.project import Condition, FileFacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.rules.engine import FileResult, Settings

@@ -39,15 +39,14 @@ class GitIgnore:
             regex = _glob_to_regex(line, anchored)
             self._rules.append((path.parent.resolve(), regex, negated, dir_only))
 
-    def ignored(self, path: Path, is_dir: bool) -> bool:
-        """True if the last matching pattern ignores ``path``."""
+    def ignored(self, real: Path, is_dir: bool) -> bool:
+        """True if the last matching pattern ignores ``real`` (a resolved path)."""
         verdict = False
-        resolved = path.resolve() if path.is_absolute() else path.absolute()
         for base, regex, negated, dir_only in self._rules:
             if dir_only and not is_dir:
                 continue
             try:
-                rel = resolved.relative_to(base).as_posix()
+                rel = real.relative_to(base).as_posix()
             except ValueError:
                 continue
             if regex.fullmatch(rel):
@@ -78,17 +77,23 @@ def _glob_to_regex(pattern: str, anchored: bool) -> re.Pattern[str]:
     return re.compile(body if anchored else f"(?:.*/)?{body}")
 
 
-def _matches_any(path: Path, root: Path, patterns: Sequence[str]) -> bool:
-    name = path.name
-    try:
-        rel = path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        rel = path.as_posix()
-    for pattern in patterns:
-        pattern = pattern.rstrip("/")
-        if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(rel, pattern) or rel.startswith(pattern + "/"):
-            return True
-    return False
+class _Excludes:
+    """The exclude patterns, matched against a file's name and its path relative to the root."""
+
+    def __init__(self, root: Path, patterns: Sequence[str]) -> None:
+        self.root = Path(os.path.realpath(root))
+        stripped = [p.rstrip("/") for p in patterns]
+        self._globs = [re.compile(fnmatch.translate(p)) for p in stripped]
+        self._prefixes = tuple(p + "/" for p in stripped)
+
+    def match(self, real: Path) -> bool:
+        """True if the resolved path ``real`` is excluded."""
+        try:
+            rel = real.relative_to(self.root).as_posix()
+        except ValueError:
+            rel = real.as_posix()
+        name = real.name
+        return rel.startswith(self._prefixes) or any(g.match(name) or g.match(rel) for g in self._globs)
 
 
 def discover(
@@ -112,35 +117,41 @@ def discover(
 
 
 def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool, seen: set[Path]) -> Iterator[Path]:
+    excludes = _Excludes(root, exclude)
     gitignore = GitIgnore()
     if respect_gitignore:
         for parent in reversed([top.resolve(), *top.resolve().parents]):
             if (parent / ".gitignore").is_file():
                 gitignore.add_file(parent / ".gitignore")
-    # os.walk does not follow symlinked folders, so a symlink loop cannot trap it.
+
+    def skipped(real: Path, is_dir: bool) -> bool:
+        return excludes.match(real) or (respect_gitignore and gitignore.ignored(real, is_dir))
+
+    # os.walk does not follow symlinked folders, so a symlink loop cannot trap it. Each folder
+    # is resolved once; its entries are resolved only when they are symlinks themselves.
     for folder, dirs, files in os.walk(top, onerror=None):
         here = Path(folder)
+        real_here = Path(os.path.realpath(folder))
         if respect_gitignore and here != top and (here / ".gitignore").is_file():
             gitignore.add_file(here / ".gitignore")
-        keep = []
-        for name in sorted(dirs):
-            child = here / name
-            if _matches_any(child, root, exclude) or (respect_gitignore and gitignore.ignored(child, True)):
-                continue
-            keep.append(name)
-        dirs[:] = keep
+        dirs[:] = [name for name in sorted(dirs) if not skipped(_real(real_here, folder, name), True)]
         for name in sorted(files):
             if not name.endswith(".py"):
                 continue
             child = here / name
             if not child.is_file():
                 continue  # dangling symlink, FIFO, socket: nothing to lint, and reading a FIFO would hang
-            if _matches_any(child, root, exclude) or (respect_gitignore and gitignore.ignored(child, False)):
+            real = _real(real_here, folder, name)
+            if skipped(real, False) or real in seen:
                 continue
-            resolved = child.resolve()
-            if resolved not in seen:
-                seen.add(resolved)
-                yield child
+            seen.add(real)
+            yield child
+
+
+def _real(real_folder: Path, folder: str, name: str) -> Path:
+    """Return the resolved path of ``folder/name``, given the folder's resolved path."""
+    entry = os.path.join(folder, name)
+    return Path(os.path.realpath(entry)) if os.path.islink(entry) else real_folder / name
 
 
 def display_path(path: Path, cwd: Optional[Path] = None) -> str:

@@ -1,41 +1,24 @@
-"""The static engine: parse each file once, run every enabled rule in one traversal, settle cross-file findings."""
+"""The static engine's orchestration: find files, answer from the cache, farm out the rest, settle.
+
+The per-file analysis (libcst, the rules) lives in ``analysis`` and is imported
+only when some file is not in the cache: a warm run never loads the parser.
+"""
 
 from __future__ import annotations
 
-import ast
-import fnmatch
 import os
-import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from pytest_traincheck.config import LintConfig
 from pytest_traincheck.report import Finding, LintSummary, sorted_findings
-from pytest_traincheck.rules import cache, fixer
-from pytest_traincheck.rules.base import Condition, RawFinding, Rule
-from pytest_traincheck.rules.context import FileContext, ImportTracker
+from pytest_traincheck.rules import cache, manifest
 from pytest_traincheck.rules.discovery import discover, display_path
-from pytest_traincheck.rules.facts import FactsCollector, FileFacts, ProjectFacts
-from pytest_traincheck.rules.noqa import parse_noqa, suppressed
-from pytest_traincheck.rules.registry import all_rules
-from pytest_traincheck.rules.walk import walk
+from pytest_traincheck.rules.project import Condition, FileFacts, ProjectFacts
 
-# Beyond these, libcst's parser becomes too slow (super-linear on huge files and long
-# operator chains) or crashes (deep nesting): such files are reported, not linted.
-MAX_FILE_BYTES = 2 * 1024 * 1024
-MAX_LINE_CHARS = 20_000
-MAX_NESTING = 200  # CPython's own limit for nested brackets
-# A file that imports another deep-learning framework and never mentions torch is that
-# framework's code (d2l ships mxnet.py and tensorflow.py twins of its torch.py): not linted.
-_OTHER_FRAMEWORK = re.compile(rb"^\s*(?:import|from)\s+(?:mxnet|tensorflow|jax|keras|paddle|mindspore|oneflow)\b",
-                              re.MULTILINE)
-# Words a file must contain for the facts pass to learn anything about its classes.
-FACTS_TRIGGERS = ("torch", "nn.", "Module", "softmax", "sigmoid", "LSTM", "GRU", "RNN")
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_traincheck.rules.base import Rule
 
 
 @dataclass
@@ -55,7 +38,9 @@ class Settings:
         return (self.codes, sorted(self.per_file_ignores.items()), self.unsafe_fixes, self.torch_version)
 
     def rules(self) -> list[type[Rule]]:
-        """Return the enabled rule classes."""
+        """Return the enabled rule classes (this imports libcst and every rule)."""
+        from pytest_traincheck.rules.registry import all_rules
+
         return [rule for rule in all_rules() if rule.CODE in self.codes]
 
 
@@ -73,205 +58,26 @@ class FileResult:
     internal_error: bool = False
 
 
-def _syntax_finding(path: str, line: int, column: int, message: str) -> Finding:
+def syntax_finding(path: str, line: int, column: int, message: str) -> Finding:
+    """Return a TRN000 finding: the file could not be read, decoded or parsed."""
     return Finding(path, max(line, 1), max(column, 1), max(line, 1), max(column, 1), "TRN000", message)
 
 
-def decode_problem(data: bytes) -> Optional[str]:
-    """Return why ``data`` cannot be linted as Python text, or None."""
-    if len(data) > MAX_FILE_BYTES:
-        return f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB (generated code?); not linted"
-    if b"\x00" in data:
-        return "file contains NUL bytes (binary?); not linted"
-    longest = max((len(line) for line in data.splitlines()), default=0)
-    if longest > MAX_LINE_CHARS:
-        return f"a line is {longest} characters long (generated code?); not linted"
-    if _nesting(data) > MAX_NESTING:
-        try:
-            ast.parse(data)
-        except SyntaxError as exc:  # CPython refuses it too: report its words
-            return f"SyntaxError: {exc.msg}"
-        except (ValueError, RecursionError, MemoryError):
-            pass
-        return f"brackets nested deeper than {MAX_NESTING} levels; not linted"
-    return None
-
-
-def _nesting(data: bytes) -> int:
-    """Return the deepest bracket nesting, counting brackets inside strings too (an upper bound)."""
-    brackets = data.translate(None, _NOT_BRACKETS)
-    if len(brackets) <= MAX_NESTING:
-        return 0
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in _OPENING:
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif depth:
-            depth -= 1
-    return deepest
-
-
-_OPENING = frozenset(b"([{")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
-
-
-def parse(path: str, data: bytes) -> tuple[Optional[cst.Module], Optional[Finding]]:
-    """Parse ``data`` with libcst, turning every failure into a TRN000 finding."""
-    problem = decode_problem(data)
-    if problem:
-        return None, _syntax_finding(path, 1, 1, problem)
-    try:
-        return cst.parse_module(data), None
-    except cst.ParserSyntaxError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else "invalid syntax"
-        return None, _syntax_finding(path, exc.raw_line, exc.raw_column + 1, f"SyntaxError: {message}")
-    except (UnicodeDecodeError, LookupError) as exc:
-        return None, _syntax_finding(path, 1, 1, f"cannot decode file: {exc}")
-    except RecursionError:
-        return None, _syntax_finding(path, 1, 1, "expression nesting too deep to parse")
-    except Exception as exc:  # libcst raises assorted errors on exotic input
-        return None, _syntax_finding(path, 1, 1, f"cannot parse: {type(exc).__name__}: {exc}")
-
-
-def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
-    return [r for r in rules if not r.TRIGGERS or any(t in text for t in r.TRIGGERS)]
-
-
-def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:
-    """Run the import tracker, the facts collector and ``rules`` in one traversal."""
-    facts = FactsCollector(context)
-    visitors: list[cst.BatchableCSTVisitor] = [ImportTracker(context), facts]
-    instances = [rule(context) for rule in rules]
-    try:
-        walk(context.module, [*visitors, *instances])
-        return facts.facts, []
-    except RecursionError:
-        raise
-    except Exception:
-        pass
-    # Some rule raised: run each rule alone, on a fresh context so that no state the failed
-    # traversal left behind leaks in, to keep the others' findings and name the culprit.
-    failed: list[str] = []
-    context.raw.clear()
-    facts = FactsCollector(context.fresh())
-    walk(context.module, [ImportTracker(facts.context), facts])
-    for rule in rules:
-        alone = context.fresh()
-        try:
-            walk(context.module, [ImportTracker(alone), rule(alone)])
-        except Exception as exc:
-            failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
-            continue
-        context.raw.extend(alone.raw)
-    return facts.facts, failed
-
-
-def _to_finding(context: FileContext, raw: RawFinding, fixable: bool) -> Finding:
-    pos = context.wrapper.resolve(PositionProvider)[raw.node]
-    rule = raw.rule
-    return Finding(
-        path=context.path,
-        line=pos.start.line,
-        column=pos.start.column + 1,
-        end_line=pos.end.line,
-        end_column=pos.end.column + 1,
-        code=rule.CODE,
-        message=raw.message,
-        fixable=fixable,
-        fix_title=rule.FIX_TITLE,
-        severity=rule.SEVERITY,
-        unsafe_fix=raw.fix is not None and not rule.FIX_SAFE,
-    )
-
-
-def _file_ignores(settings: Settings, path: str) -> list[str]:
-    codes: list[str] = []
-    for pattern, ignored in settings.per_file_ignores.items():
-        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern) or path.startswith(pattern.rstrip("/") + "/"):
-            codes.extend(ignored)
-    return codes
-
-
-def _can_fix(raw: RawFinding, settings: Settings) -> bool:
-    return raw.fix is not None and (raw.rule.FIX_SAFE or settings.unsafe_fixes)
-
-
-def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Optional[cst.Module], list[RawFinding]]:
-    """Lint one file's bytes; return the result, the tree and the raw findings kept."""
-    result = FileResult(path)
-    text = data.decode("utf-8", errors="replace")
-    rules = _triggered(settings.rules(), text)
-    needs_facts = any(t in text for t in FACTS_TRIGGERS)
-    if b"torch" not in data and _OTHER_FRAMEWORK.search(data):
-        rules, needs_facts = [], False
-    if not rules and not needs_facts:
-        return result, None, []  # nothing could fire: skip the parse
-    module, error = parse(path, data)
-    if error is not None:
-        result.findings.append(error)  # a file that does not parse is always reported
-        return result, None, []
-    context = FileContext(path, text, module, MetadataWrapper(module, unsafe_skip_copy=True), settings.torch_version)
-    try:
-        facts, failures = _traverse(context, rules)
-    except RecursionError:
-        result.findings.append(_syntax_finding(path, 1, 1, "expression nesting too deep to analyse"))
-        return result, None, []
-    result.facts = facts
-    for failure in failures:
-        result.internal_error = True
-        result.findings.append(Finding(path, 1, 1, 1, 1, "TRN001", f"internal error: {failure}"))
-    noqa = parse_noqa(text)
-    ignored = _file_ignores(settings, path)
-    kept: list[RawFinding] = []
-    for raw in context.raw:
-        finding = _to_finding(context, raw, fixable=_can_fix(raw, settings))
-        if any(finding.code.startswith(c) for c in ignored):
-            continue
-        if suppressed(noqa, finding.line, finding.code) or suppressed(noqa, finding.end_line, finding.code):
-            continue
-        kept.append(raw)
-        if raw.condition is None:
-            result.findings.append(finding)
-        else:
-            result.deferred.append((finding, raw.condition))
-    return result, module, kept
-
-
 def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
-    """Lint one file, applying fixes first when ``settings.fix`` is on."""
-    result, module, kept = analyse(path, data, settings)
-    if not settings.fix or module is None:
-        return result
-    fixed_total = 0
-    current = data
-    for _ in range(fixer.MAX_ROUNDS):
-        fixes = [raw for raw in kept if _can_fix(raw, settings) and raw.condition is None]
-        if not fixes or module is None:
-            break
-        new_source = fixer.apply(module, fixes)
-        if new_source is None or new_source.encode(module.encoding) == current:
-            break
-        fixed_total += len(fixes)
-        current = new_source.encode(module.encoding)
-        result, module, kept = analyse(path, current, settings)
-    if fixed_total:
-        encoding = module.encoding if module is not None else "utf-8"
-        result.fixed_source = current.decode(encoding)
-        result.encoding = encoding
-        result.fixed = fixed_total
-    return result
+    """Lint one file's bytes, applying fixes first when ``settings.fix`` is on."""
+    from pytest_traincheck.rules.analysis import lint_bytes as analyse_and_fix
+
+    return analyse_and_fix(path, data, settings)
 
 
 def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
     """Read and lint one file; unreadable files become TRN000 findings."""
     if not path.is_file():  # a FIFO would block forever; a folder named x.py cannot be read
-        return FileResult(shown, findings=[_syntax_finding(shown, 1, 1, "not a regular file; not linted")])
+        return FileResult(shown, findings=[syntax_finding(shown, 1, 1, "not a regular file; not linted")])
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return FileResult(shown, findings=[_syntax_finding(shown, 1, 1, f"cannot read file: {exc.strerror}")])
+        return FileResult(shown, findings=[syntax_finding(shown, 1, 1, f"cannot read file: {exc.strerror}")])
     if settings.cache_dir is None or settings.fix:
         return lint_bytes(shown, data, settings)
     key = cache.entry_key(shown, data, settings)
@@ -306,7 +112,7 @@ def settle(results: Iterable[FileResult]) -> list[Finding]:
 def settings_from(config: LintConfig, *, fix: bool = False, unsafe_fixes: bool = False,
                   cache_dir: Optional[Path] = None) -> Settings:
     """Build worker settings from the merged configuration."""
-    codes = tuple(rule.CODE for rule in all_rules() if config.enabled(rule.CODE, rule.DEFAULT_ON))
+    codes = tuple(code for code, default_on in manifest.rule_defaults().items() if config.enabled(code, default_on))
     return Settings(codes, dict(config.per_file_ignores), fix, unsafe_fixes, config.torch_version,
                     str(config.root), str(cache_dir) if cache_dir is not None else None)
 
@@ -341,6 +147,8 @@ def _cached(path: Path, shown: str, settings: Settings) -> Optional[FileResult]:
 def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int) -> list[FileResult]:
     work = [(path, shown, settings) for path, shown in files]
     if jobs > 1 and len(work) > 2:
+        from concurrent.futures import ProcessPoolExecutor  # not needed by a run answered from the cache
+
         chunk = max(1, len(work) // (jobs * 8))
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(_worker, work, chunksize=chunk))

@@ -1,26 +1,26 @@
-"""Per-file facts about model classes, merged across the run in the project pass.
+"""Collect per-file facts about model classes during the traversal.
 
-Rules that need to know about a class defined in another file (``Net``'s
-forward returns softmax; ``Seq2Seq`` holds an LSTM) report a deferred finding
-with a ``Condition``; the project pass settles it against the merged facts.
-Facts are plain data so they can cross process boundaries and be cached.
+The facts themselves (``ClassFacts``, ``FileFacts``) and the project pass that
+merges them (``ProjectFacts``) live in ``project``, which needs no parser.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import libcst as cst
 
 from pytest_traincheck.rules.base import (
     RECURRENT_LAYERS,
-    Condition,
     dotted_name,
     is_module_subclass_base,
     self_attr,
 )
 from pytest_traincheck.rules.context import FileContext
+from pytest_traincheck.rules.project import ClassFacts, FileFacts, ProjectFacts
+
+__all__ = ["ClassFacts", "FactsCollector", "FileFacts", "ProjectFacts", "activation_of", "contains_recurrent",
+           "module_activation"]
 
 _ACTIVATION_MODULES = {
     "torch.nn.Softmax": "softmax",
@@ -50,109 +50,6 @@ def _unwrap_shape(expr: cst.BaseExpression) -> cst.BaseExpression:
            and expr.func.attr.value in _SHAPE_METHODS):
         expr = expr.func.value
     return expr
-
-
-@dataclass
-class ClassFacts:
-    """What one class definition says about itself."""
-
-    name: str
-    bases: list[str] = field(default_factory=list)  # qualified where the imports allow
-    # What forward returns: "softmax"/"log_softmax"/"sigmoid", "logits" (anything else), or
-    # "class:<Name>" when it returns the output of a submodule of the user's class <Name>.
-    returns: list[str] = field(default_factory=list)
-    recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU
-    direct_module: bool = False  # a base is nn.Module (or Lightning's)
-
-
-@dataclass
-class FileFacts:
-    """Facts from one file: its classes by name."""
-
-    classes: dict[str, ClassFacts] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, object]:
-        """Return plain data for the cache."""
-        return {name: vars(facts) for name, facts in self.classes.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, dict[str, object]]) -> "FileFacts":
-        """Rebuild from ``to_dict`` output."""
-        return cls({name: ClassFacts(**values) for name, values in data.items()})  # type: ignore[arg-type]
-
-
-class ProjectFacts:
-    """The merged facts of every file in the run.
-
-    A class name is resolved the way Python would most likely resolve it: a
-    class defined in the file that uses it wins, then one in a file matching the
-    import's module path (``model.Net`` -> ``.../model.py``), then every class of
-    that name in the run, which must then all agree.
-    """
-
-    def __init__(self, files: Iterable[tuple[str, FileFacts]]) -> None:
-        self.classes: dict[str, list[tuple[str, ClassFacts]]] = {}
-        for path, facts in files:
-            for name, cls in facts.classes.items():
-                self.classes.setdefault(name, []).append((path, cls))
-
-    def _candidates(self, name: str, path: str) -> list[tuple[str, ClassFacts]]:
-        found = self.classes.get(name.rsplit(".", 1)[-1], [])
-        local = [entry for entry in found if entry[0] == path]
-        if local:
-            return local
-        if "." in name:
-            hint = name.rsplit(".", 1)[0].replace(".", "/") + ".py"
-            module_match = [entry for entry in found if entry[0].replace("\\", "/").endswith(hint)]
-            if module_match:
-                return module_match
-        return found
-
-    def is_module(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
-        """True if every class of that name derives (transitively) from nn.Module."""
-        seen = _seen if _seen is not None else set()
-        found = self._candidates(name, path)
-        if name in seen or not found:
-            return False
-        seen.add(name)
-        return all(c.direct_module or any(self.is_module(b, p, seen) for b in c.bases) for p, c in found)
-
-    def returns(self, name: str, path: str, activation: str, _seen: Optional[set[str]] = None) -> bool:
-        """True if every class of that name returns only ``activation`` from forward (inherited too)."""
-        seen = _seen if _seen is not None else set()
-        found = self._candidates(name, path)
-        if name in seen or not found:
-            return False
-        seen.add(name)
-        def ends_with(returned: str, path: str) -> bool:
-            if returned.startswith("class:"):
-                return self.returns(returned[len("class:"):], path, activation, seen)
-            return returned == activation
-
-        return all(
-            (bool(c.returns) and all(ends_with(r, p) for r in c.returns))
-            or (not c.returns and any(self.returns(b, p, activation, seen) for b in c.bases))
-            for p, c in found
-        )
-
-    def recurrent(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
-        """True if some class of that name (or a base of it) holds a recurrent layer."""
-        seen = _seen if _seen is not None else set()
-        if name in seen:
-            return False
-        seen.add(name)
-        return any(c.recurrent or any(self.recurrent(b, p, seen) for b in c.bases)
-                   for p, c in self._candidates(name, path))
-
-    def holds(self, condition: Condition, path: str) -> bool:
-        """Settle a deferred finding's condition, for a finding in the file ``path``."""
-        if condition.kind == "returns":
-            return self.is_module(condition.name, path) and self.returns(condition.name, path, condition.value)
-        if condition.kind == "recurrent":
-            return self.is_module(condition.name, path) and self.recurrent(condition.name, path)
-        if condition.kind == "not-recurrent":
-            return not self.recurrent(condition.name, path)
-        raise ValueError(f"unknown condition kind {condition.kind!r}")
 
 
 def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:

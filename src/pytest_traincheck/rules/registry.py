@@ -9,7 +9,7 @@ from functools import lru_cache
 from pytest_traincheck.rules.base import Rule
 
 # Modules of this package that hold machinery, not rules.
-_INFRASTRUCTURE = {"base", "context", "discovery", "engine", "facts", "fixer", "noqa", "registry", "dataflow", "loops", "cache", "walk"}
+_INFRASTRUCTURE = {"analysis", "base", "context", "discovery", "engine", "manifest", "project", "facts", "fixer", "noqa", "registry", "dataflow", "loops", "cache", "walk"}
 
 
 @lru_cache(maxsize=1)
