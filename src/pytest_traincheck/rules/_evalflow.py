@@ -4,9 +4,9 @@ The train/eval rules (TRN301-303) need to know, per function of a file, where
 the model is switched with ``.eval()`` / ``.train()``, which loops run a
 training step, which code runs under ``torch.no_grad()``, and which functions
 call which. ``EvalFlow`` records that as the single traversal walks the file;
-one instance per file is shared by every rule deriving from ``EvalFlowRule``
-(the first rule to forward an event records it, the others find it done).
-The questions are answered at ``leave_Module``, when the whole file is known.
+it is an ``Analysis``: the engine walks one per file ahead of every rule
+deriving from ``EvalFlowRule``. The questions are answered at ``leave_Module``,
+when the whole file is known.
 
 The module also holds the name heuristics (is ``val_loader`` evaluation
 data?) and the transform helpers of TRN402/TRN404.
@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Union
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Rule, call_name, dotted_name, get_arg, is_false, receiver
+from pytest_traincheck.rules.base import Analysis, Rule, call_name, dotted_name, get_arg, is_false, receiver
 from pytest_traincheck.rules.context import FileContext
 
 # -- names ---------------------------------------------------------------------------
@@ -178,12 +178,11 @@ class Scope:
         return self.node if self.decorated_no_grad else None
 
 
-class EvalFlow:
+class EvalFlow(Analysis):
     """What one file says about train/eval mode, grad mode and its call graph."""
 
     def __init__(self, context: FileContext) -> None:
-        self.context = context
-        self._last: tuple[str, int] = ("", 0)
+        super().__init__(context)
         self.reset()
 
     def reset(self) -> None:
@@ -196,30 +195,46 @@ class EvalFlow:
         self._training: dict[FuncKey, bool] = {}
         self._toggles: dict[FuncKey, bool] = {}
 
-    def fresh(self, event: str, node: cst.CSTNode) -> bool:
-        """True the first time ``event`` is seen for ``node`` (several rules forward each event)."""
-        key = (event, id(node))
-        if key == self._last:
-            return False
-        self._last = key
-        return True
-
     @property
     def scope(self) -> Scope:
         return self.scopes[-1]
 
-    # -- recording -------------------------------------------------------------------
-    def enter_function(self, node: cst.FunctionDef) -> None:
+    # -- traversal events ----------------------------------------------------------------
+    def visit_Module(self, node: cst.Module) -> None:
+        self.reset()
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        self.finish()
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.append(node.name.value)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.classes.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         cls = self.classes[-1] if self.classes and self.classes[-1] is not None else ""
         no_grad = any(disables_grad(d.decorator) for d in node.decorators)
         self.scopes.append(Scope(node, (cls, node.name.value), no_grad))
         self.classes.append(None)  # a nested def is not a method
 
-    def leave_function(self) -> None:
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.done.append(self.scopes.pop())
         self.classes.pop()
 
-    def enter_loop(self, node: Union[cst.For, cst.While]) -> None:
+    def visit_For(self, node: cst.For) -> None:
+        self._enter_loop(node)
+
+    def leave_For(self, original_node: cst.For) -> None:
+        self.scope.open_loops.pop()
+
+    def visit_While(self, node: cst.While) -> None:
+        self._enter_loop(node)
+
+    def leave_While(self, original_node: cst.While) -> None:
+        self.scope.open_loops.pop()
+
+    def _enter_loop(self, node: Union[cst.For, cst.While]) -> None:
         scope = self.scope
         target = node.iter if isinstance(node, cst.For) else node.test
         parent = scope.open_loops[-1] if scope.open_loops else None
@@ -227,20 +242,21 @@ class EvalFlow:
         scope.open_loops.append(loop)
         scope.loops.append(loop)
 
-    def leave_loop(self) -> None:
-        self.scope.open_loops.pop()
-
-    def enter_with(self, node: cst.With) -> None:
+    def visit_With(self, node: cst.With) -> None:
         scope = self.scope
         scope.withs.append((node, any(disables_grad(item.item) for item in node.items)))
         self._with_items.update(id(item.item) for item in node.items)
         if any(is_eval_context(item.item) for item in node.items):
             scope.eval_context = True
 
-    def leave_with(self) -> None:
+    def leave_With(self, original_node: cst.With) -> None:
         self.scope.withs.pop()
 
-    def record_call(self, node: cst.Call) -> None:
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value == "requires_grad":
+            self.scope.grad_mentions = True
+
+    def visit_Call(self, node: cst.Call) -> None:
         scope = self.scope
         name = call_name(node)
         func = node.func
@@ -327,73 +343,17 @@ class EvalFlow:
         return next(s for s in self.done if s.key is None)
 
 
-def flow_for(context: FileContext) -> EvalFlow:
-    """Return the file's shared ``EvalFlow``, creating it on first use."""
-    return context.shared(EvalFlow)
-
-
 class EvalFlowRule(Rule):
-    """A rule reading the shared ``EvalFlow``; it answers in ``check`` once the module is walked."""
+    """A rule reading the file's ``EvalFlow``; it answers in ``check`` once the module is walked."""
+
+    ANALYSES = (EvalFlow,)
 
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
-        self.flow = flow_for(context)
-
-    def visit_Module(self, node: cst.Module) -> None:
-        if self.flow.fresh("module", node):
-            self.flow.reset()
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        if self.flow.fresh("class", node):
-            self.flow.classes.append(node.name.value)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        if self.flow.fresh("/class", original_node):
-            self.flow.classes.pop()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        if self.flow.fresh("def", node):
-            self.flow.enter_function(node)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        if self.flow.fresh("/def", original_node):
-            self.flow.leave_function()
-
-    def visit_For(self, node: cst.For) -> None:
-        if self.flow.fresh("for", node):
-            self.flow.enter_loop(node)
-
-    def leave_For(self, original_node: cst.For) -> None:
-        if self.flow.fresh("/for", original_node):
-            self.flow.leave_loop()
-
-    def visit_While(self, node: cst.While) -> None:
-        if self.flow.fresh("while", node):
-            self.flow.enter_loop(node)
-
-    def leave_While(self, original_node: cst.While) -> None:
-        if self.flow.fresh("/while", original_node):
-            self.flow.leave_loop()
-
-    def visit_With(self, node: cst.With) -> None:
-        if self.flow.fresh("with", node):
-            self.flow.enter_with(node)
-
-    def leave_With(self, original_node: cst.With) -> None:
-        if self.flow.fresh("/with", original_node):
-            self.flow.leave_with()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if self.flow.fresh("call", node):
-            self.flow.record_call(node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        if node.attr.value == "requires_grad" and self.flow.fresh("attr", node):
-            self.flow.scope.grad_mentions = True
+        self.flow = context.shared(EvalFlow)
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        self.flow.finish()
-        self.check(self.flow)
+        self.check(self.flow)  # the flow left the module first, so it is settled
 
     def check(self, flow: EvalFlow) -> None:
         """Report from the settled flow (subclasses override)."""

@@ -100,13 +100,20 @@ def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
     return [r for r in rules if not r.TRIGGERS or any(t in text for t in r.TRIGGERS)]
 
 
-def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:
-    """Run the import tracker, the facts collector and ``rules`` in one traversal."""
-    facts = FactsCollector(context)
-    visitors: list[cst.BatchableCSTVisitor] = [ImportTracker(context), facts]
+def _visitors(context: FileContext, rules: Sequence[type[Rule]],
+              facts: Optional[FactsCollector] = None) -> list[cst.BatchableCSTVisitor]:
+    """Build ``rules`` on ``context``, preceded by the import tracker, ``facts`` and the analyses they read."""
     instances = [rule(context) for rule in rules]
+    kinds = dict.fromkeys(kind for rule in rules for kind in rule.ANALYSES)
+    first: list[cst.BatchableCSTVisitor] = [ImportTracker(context)] + ([facts] if facts is not None else [])
+    return [*first, *(context.shared(kind) for kind in kinds), *instances]
+
+
+def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:
+    """Run the import tracker, the facts collector, the shared analyses and ``rules`` in one traversal."""
+    facts = FactsCollector(context)
     try:
-        walk(context.module, [*visitors, *instances])
+        walk(context.module, _visitors(context, rules, facts))
         return facts.facts, []
     except RecursionError:
         raise
@@ -117,11 +124,11 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
     failed: list[str] = []
     context.raw.clear()
     facts = FactsCollector(context.fresh())
-    walk(context.module, [ImportTracker(facts.context), facts])
+    walk(context.module, _visitors(facts.context, [], facts))
     for rule in rules:
         alone = context.fresh()
         try:
-            walk(context.module, [ImportTracker(alone), rule(alone)])
+            walk(context.module, _visitors(alone, [rule]))
         except Exception as exc:
             failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
             continue

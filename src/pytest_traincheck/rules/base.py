@@ -73,6 +73,20 @@ class RawFinding:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+class Analysis(cst.BatchableCSTVisitor):
+    """A shared view of one file that several rules read (bindings, loops, train/eval flow).
+
+    Rules name the analyses they read in ``ANALYSES``; the engine builds each one
+    once per file (``context.shared``) and walks it in the same traversal, ahead
+    of every rule. So when a rule's ``visit_X`` runs, the analysis has already
+    seen the node; when its ``leave_X`` runs, the analysis has already left it.
+    """
+
+    def __init__(self, context: "FileContext") -> None:
+        super().__init__()
+        self.context = context
+
+
 class Rule(cst.BatchableCSTVisitor):
     """Base class of every lint rule: metadata, reporting and torch helpers."""
 
@@ -85,6 +99,8 @@ class Rule(cst.BatchableCSTVisitor):
     # Substrings at least one of which a file must contain for the rule to fire;
     # the engine skips parsing files that match no enabled rule's triggers.
     TRIGGERS: ClassVar[Sequence[str]] = ("torch",)
+    # The shared analyses this rule reads (see ``Analysis``).
+    ANALYSES: ClassVar[tuple[type[Analysis], ...]] = ()
     VALID: ClassVar[Sequence[Example]] = ()
     INVALID: ClassVar[Sequence[Example]] = ()
 

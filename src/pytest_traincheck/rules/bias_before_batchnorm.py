@@ -256,11 +256,9 @@ class BiasBeforeBatchNorm(FlowRule):
         self._uses: dict[int, list] = {}
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        super().visit_FunctionDef(node)
         self._lists.append({})
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        super().leave_FunctionDef(original_node)
         self._lists.pop()
 
     def visit_Call(self, node: cst.Call) -> None:

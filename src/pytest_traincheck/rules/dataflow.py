@@ -14,8 +14,8 @@ abstract ``Value`` (or None: unknown). It is deliberately simple:
 * function parameters, loop targets, ``with ... as`` names and unpacked
   tuples are unknown.
 
-One ``Tracker`` per file is shared by every rule deriving from ``FlowRule``;
-the first rule to see an event updates it, the others find it done.
+``Tracker`` is an ``Analysis``: the engine walks one per file ahead of every
+rule deriving from ``FlowRule``, which read it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Rule, dotted_name, get_arg, is_module_subclass_base, self_attr
+from pytest_traincheck.rules.base import Analysis, Rule, dotted_name, get_arg, is_module_subclass_base, self_attr
 from pytest_traincheck.rules.context import FileContext
 
 ACTIVATION_FUNCS = {
@@ -100,27 +100,17 @@ class ClassInfo:
 _Key = tuple[str, str]  # ("n", name) or ("a", attr)
 
 
-class Tracker:
+class Tracker(Analysis):
     """The bindings of one file, updated in source order."""
 
     def __init__(self, context: FileContext) -> None:
-        self.context = context
+        super().__init__(context)
         # each scope: (bindings, is_class_body)
         self.scopes: list[tuple[dict[str, Optional[Value]], bool]] = [({}, False)]
         self.classes: list[ClassInfo] = []
         self.functions: list[tuple[str, Optional[ClassInfo]]] = []  # (name, class if a method)
         self.file_classes: dict[str, ClassInfo] = {}
         self.ifs: list[dict[_Key, Optional[Value]]] = []
-        self._last: tuple[str, int] = ("", 0)
-
-    # -- dedupe: several rules forward the same event ------------------------------
-    def fresh(self, event: str, node: cst.CSTNode) -> bool:
-        """True the first time ``event`` is seen for ``node``."""
-        key = (event, id(node))
-        if key == self._last:
-            return False
-        self._last = key
-        return True
 
     # -- scope queries -----------------------------------------------------------
     def current_class(self) -> Optional[ClassInfo]:
@@ -250,18 +240,18 @@ class Tracker:
             if owner is not None:
                 owner.attrs[key[1]] = value
 
-    # -- events (called by FlowRule) ----------------------------------------------
-    def enter_class(self, node: cst.ClassDef) -> None:
+    # -- traversal events ------------------------------------------------------------
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.classes.append(ClassInfo(node.name.value, self.is_module_class(list(node.bases))))
         self.scopes.append(({}, True))
 
-    def leave_class(self) -> None:
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         info = self.classes.pop()
         self.scopes.pop()
         self.file_classes[info.name] = info
         self.scopes[-1][0].pop(info.name, None)
 
-    def enter_function(self, node: cst.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self.classes[-1] if self.classes and self.scopes[-1][1] else None
         self.functions.append((node.name.value, owner))
         params = node.params
@@ -272,12 +262,15 @@ class Tracker:
         self.scopes.append(({name: None for name in names}, False))
         self.ifs.append({})  # bindings made in a function do not leak out through an enclosing if
 
-    def leave_function(self) -> None:
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.functions.pop()
         self.scopes.pop()
         self.ifs.pop()
 
-    def leave_if(self) -> None:
+    def visit_If(self, node: cst.If) -> None:
+        self.ifs.append({})
+
+    def leave_If(self, original_node: cst.If) -> None:
         changed = self.ifs.pop()
         parent = self.ifs[-1] if self.ifs else None
         for key, before in changed.items():
@@ -287,7 +280,26 @@ class Tracker:
             if now is not None and not now.same(before):
                 self._set(key, None)  # rebound in a branch: either value may reach what follows
 
-    def record_return(self, node: cst.Return) -> None:
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        value = self.evaluate(original_node.value)
+        for target in original_node.targets:
+            self.bind(target.target, value)
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
+        if original_node.value is not None:
+            self.bind(original_node.target, self.evaluate(original_node.value))
+
+    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
+        self.bind(original_node.target, None)
+
+    def visit_For(self, node: cst.For) -> None:
+        self.bind(node.target, None)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self.bind(node.asname.name, None)
+
+    def visit_Return(self, node: cst.Return) -> None:
         owner = self.in_method("forward")
         if owner is not None:
             owner.returns.append(self.evaluate(node.value) if node.value is not None else None)
@@ -310,73 +322,19 @@ def apply(callee: Optional[Value]) -> Optional[Value]:
     return None
 
 
-def tracker_for(context: FileContext) -> Tracker:
-    """Return the tracker shared by the rules of this traversal of the file."""
-    return context.shared(Tracker)
-
-
 class FlowRule(Rule):
-    """A rule that reads the shared ``Tracker``.
+    """A rule that reads the file's ``Tracker`` (``self.flow``).
 
-    Subclasses overriding these hooks call ``super()`` first in ``visit_*``
-    and read the tracker only after it. In ``leave_*`` they must not read the
-    tracker at all: another rule may already have popped the scope or bound
-    the target for this node; capture what they need in ``visit_*``.
+    The tracker has seen each node before the rule's ``visit_*`` runs and has
+    left it before the rule's ``leave_*`` runs (see ``Analysis``), so read it in
+    ``visit_*``, and capture there what a ``leave_*`` needs.
     """
+
+    ANALYSES = (Tracker,)
 
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
-        self.flow = tracker_for(context)
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        if self.flow.fresh("class", node):
-            self.flow.enter_class(node)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        if self.flow.fresh("/class", original_node):
-            self.flow.leave_class()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        if self.flow.fresh("def", node):
-            self.flow.enter_function(node)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        if self.flow.fresh("/def", original_node):
-            self.flow.leave_function()
-
-    def visit_If(self, node: cst.If) -> None:
-        if self.flow.fresh("if", node):
-            self.flow.ifs.append({})
-
-    def leave_If(self, original_node: cst.If) -> None:
-        if self.flow.fresh("/if", original_node):
-            self.flow.leave_if()
-
-    def leave_Assign(self, original_node: cst.Assign) -> None:
-        if self.flow.fresh("/assign", original_node):
-            value = self.flow.evaluate(original_node.value)
-            for target in original_node.targets:
-                self.flow.bind(target.target, value)
-
-    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
-        if self.flow.fresh("/annassign", original_node) and original_node.value is not None:
-            self.flow.bind(original_node.target, self.flow.evaluate(original_node.value))
-
-    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
-        if self.flow.fresh("/augassign", original_node):
-            self.flow.bind(original_node.target, None)
-
-    def visit_For(self, node: cst.For) -> None:
-        if self.flow.fresh("for", node):
-            self.flow.bind(node.target, None)
-
-    def visit_WithItem(self, node: cst.WithItem) -> None:
-        if node.asname is not None and self.flow.fresh("with", node):
-            self.flow.bind(node.asname.name, None)
-
-    def visit_Return(self, node: cst.Return) -> None:
-        if self.flow.fresh("return", node):
-            self.flow.record_return(node)
+        self.flow = context.shared(Tracker)
 
 
 # -- helpers for the rules ------------------------------------------------------------

@@ -70,8 +70,12 @@ def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
     return analyse_and_fix(path, data, settings)
 
 
-def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
-    """Read and lint one file; unreadable files become TRN000 findings."""
+def lint_file(path: Path, shown: str, settings: Settings, *, look_up: bool = True) -> FileResult:
+    """Read and lint one file; unreadable files become TRN000 findings.
+
+    With a cache, the result is stored; ``look_up=False`` skips reading the cache
+    (for files the caller already found missing from it).
+    """
     if not path.is_file():  # a FIFO would block forever; a folder named x.py cannot be read
         return FileResult(shown, findings=[syntax_finding(shown, 1, 1, "not a regular file; not linted")])
     try:
@@ -81,7 +85,7 @@ def lint_file(path: Path, shown: str, settings: Settings) -> FileResult:
     if settings.cache_dir is None or settings.fix:
         return lint_bytes(shown, data, settings)
     key = cache.entry_key(shown, data, settings)
-    cached = cache.load(Path(settings.cache_dir), key)
+    cached = cache.load(Path(settings.cache_dir), key) if look_up else None
     if cached is not None:
         return cached
     return _lint_and_store(shown, data, key, settings)
@@ -95,7 +99,8 @@ def _lint_and_store(shown: str, data: bytes, key: str, settings: Settings) -> Fi
 
 
 def _worker(args: tuple[Path, str, Settings]) -> FileResult:
-    return lint_file(*args)
+    path, shown, settings = args
+    return lint_file(path, shown, settings, look_up=False)
 
 
 def settle(results: Iterable[FileResult]) -> list[Finding]:
@@ -123,7 +128,8 @@ def run_files(
     """Lint ``(path, shown name)`` pairs, in worker processes when it pays off."""
     results: dict[int, FileResult] = {}
     if settings.cache_dir is not None and not settings.fix:
-        # Answer cache hits here: a warm run then starts no worker process at all.
+        # Answer cache hits here: a warm run then starts no worker process at all, and the
+        # workers lint (and store) only the misses without looking them up again.
         for index, (path, shown) in enumerate(files):
             hit = _cached(path, shown, settings)
             if hit is not None:

@@ -212,12 +212,10 @@ class ForwardCalledDirectly(FlowRule):
         self._scripted = 0  # depth of TorchScript functions: no hooks there, `.forward()` may be required
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        super().visit_FunctionDef(node)
         self._scripted += self._is_scripted(node)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self._scripted -= self._is_scripted(original_node)
-        super().leave_FunctionDef(original_node)
 
     def _is_scripted(self, node: cst.FunctionDef) -> bool:
         for decorator in node.decorators:

@@ -24,8 +24,8 @@ Analysis happens after the traversal (the rules report from ``leave_Module``):
 helper functions of the same file called in a loop are inlined (depth 3), so a
 loop that calls ``train_step()`` sees that function's ``backward`` and ``step``.
 
-One ``FileLoops`` per file is shared by every rule deriving from ``LoopRule``;
-the first rule to see an event records it, the others find it done.
+``FileLoops`` is an ``Analysis``: the engine walks one per file ahead of
+every rule deriving from ``LoopRule``, so seven loop rules cost one recording.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Iterator, Optional, Union
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Rule, call_name, dotted_name, get_arg, receiver
+from pytest_traincheck.rules.base import Analysis, Rule, call_name, dotted_name, get_arg, receiver
 from pytest_traincheck.rules.context import FileContext
 
 INLINE_DEPTH = 3
@@ -119,13 +119,11 @@ class Event:
 Item = Union[Scope, Event]
 
 
-class FileLoops:
+class FileLoops(Analysis):
     """The events and blocks of one file, recorded in source order during the traversal."""
 
     def __init__(self, context: FileContext) -> None:
-        self.context = context
-        self._last: tuple[str, int] = ("", 0)
-        self.driver: Optional[LoopRule] = None
+        super().__init__(context)
         self.reset(None)
 
     def reset(self, module: Optional[cst.CSTNode]) -> None:
@@ -138,31 +136,66 @@ class FileLoops:
         self.optimizer_names: set[str] = set()  # last names bound to torch.optim constructors
         self._cache: dict[object, object] = {}
 
-    def claim(self, rule: "LoopRule") -> bool:
-        """True if ``rule`` drives (records events for) the next traversal.
-
-        The engine builds every rule of a traversal before walking; the first
-        loop rule built drives, and a rule built after its driver has started
-        walking belongs to a new traversal (the engine re-running rules one by
-        one) and drives that one.
-        """
-        if self.driver is None or self.driver._started:
-            self.driver = rule
-            return True
-        return False
-
-    def fresh(self, event: str, node: cst.CSTNode) -> bool:
-        """True the first time ``event`` is seen for ``node`` (several rules forward each event)."""
-        key = (event, id(node))
-        if key == self._last:
-            return False
-        self._last = key
-        return True
-
     # -- recording ---------------------------------------------------------------
     @property
     def scope(self) -> Scope:
         return self.stack[-1]
+
+    # -- traversal events --------------------------------------------------------------
+    def visit_Module(self, node: cst.Module) -> None:
+        self.reset(node)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.enter_def(node)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        owner = next(s for s in self.scope.ancestors() if s.kind in ("def", "module", "class"))
+        owner.defs.setdefault(node.name.value, self.push("class", node, name=node.name.value))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.enter_loop(node)
+
+    def visit_While(self, node: cst.While) -> None:
+        self.enter_loop(node)
+
+    def visit_If(self, node: cst.If) -> None:
+        self.push("if", node)
+
+    def visit_Else(self, node: cst.Else) -> None:
+        self.push("else", node)
+
+    def visit_With(self, node: cst.With) -> None:
+        self.enter_with(node)
+
+    def visit_Try(self, node: cst.Try) -> None:
+        self.push("try", node)
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+        self.push("except", node)
+
+    def visit_Finally(self, node: cst.Finally) -> None:
+        self.push("finally", node)
+
+    def _close(self, original_node: cst.CSTNode) -> None:
+        self.pop()
+
+    # Every block the visit_* methods above open closes the same way.
+    leave_FunctionDef = leave_ClassDef = leave_For = leave_While = leave_If = leave_Else = _close
+    leave_With = leave_Try = leave_ExceptHandler = leave_Finally = _close
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.on_call(node)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.on_assign(node, [t.target for t in node.targets], node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self.on_assign(node, [node.target], node.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        augmented = isinstance(node.operator, cst.AddAssign)
+        self.on_assign(node, [node.target], node.value if augmented else None, augmented=True)
 
     def push(self, kind: str, node: cst.CSTNode, **kwargs: object) -> Scope:
         scope = Scope(kind, node, self.scope, **kwargs)  # type: ignore[arg-type]
@@ -507,138 +540,21 @@ class FileLoops:
         return index.get(id(func), [])  # type: ignore[union-attr]
 
 
-def loops_for(context: FileContext) -> FileLoops:
-    """Return the file's shared recorder, creating it on first use."""
-    return context.shared(FileLoops)
-
-
 class LoopRule(Rule):
-    """A rule reading ``FileLoops``; subclasses implement ``check`` (called once the file is walked).
-
-    Only one loop rule per traversal (the first built: the driver) records the
-    events; the others shadow their recording methods with libcst's no-op
-    stubs, which both walkers skip, so seven loop rules cost one rule's
-    dispatch.
-    """
+    """A rule reading the file's ``FileLoops`` (``self.loops``); it reports in ``check``, once the file is walked."""
 
     TRIGGERS = ("backward",)
+    ANALYSES = (FileLoops,)
 
     def __init__(self, context: FileContext) -> None:
         super().__init__(context)
-        self.loops = loops_for(context)
-        self._started = False
-        if not self.loops.claim(self):
-            for name in _RECORDING:
-                setattr(self, name, getattr(cst.BatchableCSTVisitor, name).__get__(self))
+        self.loops = context.shared(FileLoops)
 
     def check(self) -> None:  # pragma: no cover - overridden
         """Report this rule's findings from ``self.loops``."""
 
-    def visit_Module(self, node: cst.Module) -> None:
-        self._started = True
-        if self.loops.fresh("module", node):
-            self.loops.reset(node)
-
     def leave_Module(self, original_node: cst.Module) -> None:
-        self.loops.fresh("/module", original_node)
         self.check()
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        if self.loops.fresh("def", node):
-            self.loops.enter_def(node)
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        if self.loops.fresh("class", node):
-            owner = next(s for s in self.loops.scope.ancestors() if s.kind in ("def", "module", "class"))
-            owner.defs.setdefault(node.name.value, self.loops.push("class", node, name=node.name.value))
-
-    def visit_For(self, node: cst.For) -> None:
-        if self.loops.fresh("for", node):
-            self.loops.enter_loop(node)
-
-    def visit_While(self, node: cst.While) -> None:
-        if self.loops.fresh("while", node):
-            self.loops.enter_loop(node)
-
-    def visit_If(self, node: cst.If) -> None:
-        if self.loops.fresh("if", node):
-            self.loops.push("if", node)
-
-    def visit_Else(self, node: cst.Else) -> None:
-        if self.loops.fresh("else", node):
-            self.loops.push("else", node)
-
-    def visit_With(self, node: cst.With) -> None:
-        if self.loops.fresh("with", node):
-            self.loops.enter_with(node)
-
-    def visit_Try(self, node: cst.Try) -> None:
-        if self.loops.fresh("try", node):
-            self.loops.push("try", node)
-
-    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
-        if self.loops.fresh("except", node):
-            self.loops.push("except", node)
-
-    def visit_Finally(self, node: cst.Finally) -> None:
-        if self.loops.fresh("finally", node):
-            self.loops.push("finally", node)
-
-    def _leave(self, tag: str, node: cst.CSTNode) -> None:
-        if self.loops.fresh(tag, node):
-            self.loops.pop()
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self._leave("/def", original_node)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        self._leave("/class", original_node)
-
-    def leave_For(self, original_node: cst.For) -> None:
-        self._leave("/for", original_node)
-
-    def leave_While(self, original_node: cst.While) -> None:
-        self._leave("/while", original_node)
-
-    def leave_If(self, original_node: cst.If) -> None:
-        self._leave("/if", original_node)
-
-    def leave_Else(self, original_node: cst.Else) -> None:
-        self._leave("/else", original_node)
-
-    def leave_With(self, original_node: cst.With) -> None:
-        self._leave("/with", original_node)
-
-    def leave_Try(self, original_node: cst.Try) -> None:
-        self._leave("/try", original_node)
-
-    def leave_ExceptHandler(self, original_node: cst.ExceptHandler) -> None:
-        self._leave("/except", original_node)
-
-    def leave_Finally(self, original_node: cst.Finally) -> None:
-        self._leave("/finally", original_node)
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if self.loops.fresh("call", node):
-            self.loops.on_call(node)
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        if self.loops.fresh("assign", node):
-            self.loops.on_assign(node, [t.target for t in node.targets], node.value)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if self.loops.fresh("annassign", node) and node.value is not None:
-            self.loops.on_assign(node, [node.target], node.value)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        if self.loops.fresh("augassign", node):
-            augmented = isinstance(node.operator, cst.AddAssign)
-            self.loops.on_assign(node, [node.target], node.value if augmented else None, augmented=True)
-
-
-_RECORDING = tuple(
-    name for name in vars(LoopRule) if name.startswith(("visit_", "leave_")) and name != "leave_Module"
-)
 
 
 # -- pure helpers ------------------------------------------------------------------------

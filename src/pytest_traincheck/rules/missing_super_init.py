@@ -167,7 +167,6 @@ class MissingSuperInit(FlowRule):
         self._bases: dict[str, list[str]] = {}  # class name -> its bases, qualified where possible
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        super().visit_FunctionDef(node)
         owner = self.flow.in_method("__init__")
         self._calls.append(owner is None or not owner.is_module or _exempt(node))
         self._owners.append(owner.name if owner is not None else "")
@@ -176,7 +175,6 @@ class MissingSuperInit(FlowRule):
         called, owner = self._calls.pop(), self._owners.pop()
         if not called:
             self.report(original_node, fix=_insert_super_init if self._direct_module(owner) else None)
-        super().leave_FunctionDef(original_node)
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
@@ -184,7 +182,6 @@ class MissingSuperInit(FlowRule):
             self._calls[-1] = True
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        super().visit_ClassDef(node)
         self._bases[node.name.value] = [self.qualname(b.value) or dotted_name(b.value) or "" for b in node.bases]
 
     def _direct_module(self, name: str) -> bool:

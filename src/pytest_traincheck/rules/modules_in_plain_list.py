@@ -184,7 +184,6 @@ class ModulesInPlainList(FlowRule):
         self._is_module: list[bool] = []
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        super().visit_ClassDef(node)
         self._found.append({})
         self._dropped.append(set())
         self._is_module.append(self.flow.classes[-1].is_module)
@@ -197,7 +196,6 @@ class ModulesInPlainList(FlowRule):
                     self.report(node, f"`self.{attr}` keeps modules in a plain container, so they are not "
                                 "registered: `model.parameters()`, `.to()` and `.eval()` miss them; use "
                                 "`nn.ModuleList` / `nn.ModuleDict`.")
-        super().leave_ClassDef(original_node)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if not self._found or self.flow.current_class() is None:
