@@ -27,24 +27,19 @@ from typing import NamedTuple, Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Analysis, Rule, dotted_name, get_arg, is_module_subclass_base, self_attr
+from pytest_traincheck.rules.base import (
+    ACTIVATION_FUNCS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
+    Analysis,
+    Rule,
+    dotted_name,
+    get_arg,
+    is_module_subclass_base,
+    self_attr,
+)
 from pytest_traincheck.rules.context import FileContext
 
-ACTIVATION_FUNCS = {
-    "torch.softmax": "softmax",
-    "torch.nn.functional.softmax": "softmax",
-    "torch.special.softmax": "softmax",
-    "torch.log_softmax": "log_softmax",
-    "torch.nn.functional.log_softmax": "log_softmax",
-    "torch.special.log_softmax": "log_softmax",
-    "torch.sigmoid": "sigmoid",
-    "torch.nn.functional.sigmoid": "sigmoid",
-    "torch.special.expit": "sigmoid",
-}
-ACTIVATION_MODULES = {
-    "torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid",
-}
-ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
 # Layers whose output is provably raw scores (never log-probabilities).
 RAW_LAYERS = frozenset({
     "torch.nn.Linear", "torch.nn.LazyLinear", "torch.nn.Bilinear", "torch.nn.Conv1d", "torch.nn.Conv2d",

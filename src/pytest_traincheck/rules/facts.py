@@ -11,6 +11,9 @@ from typing import Optional
 import libcst as cst
 
 from pytest_traincheck.rules.base import (
+    ACTIVATION_FUNCS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
     RECURRENT_LAYERS,
     dotted_name,
     is_module_subclass_base,
@@ -22,23 +25,6 @@ from pytest_traincheck.rules.project import ClassFacts, FileFacts, ProjectFacts
 __all__ = ["ClassFacts", "FactsCollector", "FileFacts", "ProjectFacts", "activation_of", "contains_recurrent",
            "module_activation"]
 
-_ACTIVATION_MODULES = {
-    "torch.nn.Softmax": "softmax",
-    "torch.nn.LogSoftmax": "log_softmax",
-    "torch.nn.Sigmoid": "sigmoid",
-}
-_ACTIVATION_FUNCS = {
-    "torch.softmax": "softmax",
-    "torch.nn.functional.softmax": "softmax",
-    "torch.special.softmax": "softmax",
-    "torch.log_softmax": "log_softmax",
-    "torch.nn.functional.log_softmax": "log_softmax",
-    "torch.special.log_softmax": "log_softmax",
-    "torch.sigmoid": "sigmoid",
-    "torch.nn.functional.sigmoid": "sigmoid",
-    "torch.special.expit": "sigmoid",
-}
-_ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
 # Methods that reshape or move a tensor without changing what its values are.
 _SHAPE_METHODS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "to",
                             "float", "double", "half", "cpu", "cuda", "view_as", "reshape_as"})
@@ -60,19 +46,19 @@ def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[s
     if not isinstance(expr, cst.Call):
         return None
     qual = context.qualname(expr.func)
-    if qual in _ACTIVATION_FUNCS:
-        return _ACTIVATION_FUNCS[qual]
-    if qual in _ACTIVATION_MODULES:  # nn.Softmax(dim=1)(x)
+    if qual in ACTIVATION_FUNCS:
+        return ACTIVATION_FUNCS[qual]
+    if qual in ACTIVATION_MODULES:  # nn.Softmax(dim=1)(x)
         return None
     func = expr.func
     if isinstance(func, cst.Call):  # nn.Softmax(dim=1)(x)
         inner = context.qualname(func.func)
-        return _ACTIVATION_MODULES.get(inner or "")
+        return ACTIVATION_MODULES.get(inner or "")
     attr = self_attr(func)
     if attr is not None:
         return layers.get(attr)
-    if isinstance(func, cst.Attribute) and func.attr.value in _ACTIVATION_METHODS and qual is None:
-        return _ACTIVATION_METHODS[func.attr.value]
+    if isinstance(func, cst.Attribute) and func.attr.value in ACTIVATION_METHODS and qual is None:
+        return ACTIVATION_METHODS[func.attr.value]
     return None
 
 
@@ -81,8 +67,8 @@ def module_activation(context: FileContext, expr: cst.BaseExpression) -> Optiona
     if not isinstance(expr, cst.Call):
         return None
     qual = context.qualname(expr.func)
-    if qual in _ACTIVATION_MODULES:
-        return _ACTIVATION_MODULES[qual]
+    if qual in ACTIVATION_MODULES:
+        return ACTIVATION_MODULES[qual]
     if qual == "torch.nn.Sequential" and expr.args and not expr.args[-1].star:
         return module_activation(context, expr.args[-1].value)
     return None
