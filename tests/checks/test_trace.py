@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -102,8 +102,10 @@ def test_every_open_trace_hears_a_loss_call() -> None:
 
 
 # -- step facts from fused norms --------------------------------------------------------------------------------
-def _one_step(grads: dict[str, torch.Tensor]) -> Any:
-    model = nn.Linear(2, 1)
+def _one_step(grads: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+              bias_dtype: Optional[torch.dtype] = None) -> Any:
+    model = nn.Linear(2, 1).to(dtype)
+    model.bias.data = model.bias.data.to(bias_dtype or dtype)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     trace = Trace(model, optimizer, lambda: None)
     try:
@@ -128,3 +130,22 @@ def test_non_finite_gradients_are_named() -> None:
 def test_huge_finite_gradients_are_not_called_non_finite() -> None:
     record = _one_step({"weight": torch.full((1, 2), 3e38), "bias": torch.ones(1)})
     assert record.grads_nonfinite == [] and record.grads_zero == []
+
+
+def test_float64_and_mixed_precision_gradients_are_measured() -> None:
+    full = _one_step({"weight": torch.tensor([[3.0, 4.0]], dtype=torch.float64),
+                      "bias": torch.tensor([0.0], dtype=torch.float64)}, dtype=torch.float64)
+    assert full.norm_at_step == 5.0 and full.grads_zero == ["bias"]
+    mixed = _one_step({"weight": torch.tensor([[3.0, 4.0]], dtype=torch.float64),
+                       "bias": torch.tensor([12.0], dtype=torch.bfloat16)}, dtype=torch.float64,
+                      bias_dtype=torch.bfloat16)
+    assert mixed.norm_at_step == 13.0
+
+
+def test_a_float64_setup_runs_its_checks() -> None:
+    def factory() -> nn.Module:
+        return ex.MLP().double()
+
+    data = [(ex.blobs()[0].double(), ex.blobs()[1])]
+    for code in ("TRN101", "TRN102", "TRN602", "TRN603"):
+        assert _verdict(code, model=factory, data=data) is Verdict.PASS, code

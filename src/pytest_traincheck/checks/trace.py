@@ -221,18 +221,28 @@ def _norm(t: torch.Tensor) -> float:
 
 
 def _norm_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Return the 2-norm as a 0-d float tensor, without waiting for it (no host transfer)."""
-    return torch.linalg.vector_norm(t.detach(), dtype=torch.float32) if t.is_floating_point() else t.detach().float().norm()
+    """Return the 2-norm as a 0-d real tensor, without waiting for it (no host transfer).
+
+    Half and bfloat16 gradients are summed in float32; float64 and complex ones keep
+    their own precision (torch refuses to narrow them).
+    """
+    t = t.detach()
+    if t.is_floating_point() and t.dtype != torch.float64:
+        return torch.linalg.vector_norm(t, dtype=torch.float32)
+    if t.is_floating_point() or t.is_complex():
+        return torch.linalg.vector_norm(t)
+    return torch.linalg.vector_norm(t.double())
 
 
 def _read(norms: list[torch.Tensor]) -> list[float]:
-    """Bring 0-d norm tensors to Python floats in one transfer per device."""
+    """Bring 0-d norm tensors to Python floats in one transfer (per device)."""
     if not norms:
         return []
-    devices = {n.device for n in norms}
-    if len(devices) == 1:
-        return torch.stack(norms).tolist()
-    return [float(n) for n in norms]
+    if len({n.device for n in norms}) > 1:
+        return [float(n) for n in norms]
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.to(torch.float64) for n in norms]
+    return torch.stack(norms).tolist()
 
 
 @dataclass
