@@ -149,3 +149,32 @@ def test_a_float64_setup_runs_its_checks() -> None:
     data = [(ex.blobs()[0].double(), ex.blobs()[1])]
     for code in ("TRN101", "TRN102", "TRN602", "TRN603"):
         assert _verdict(code, model=factory, data=data) is Verdict.PASS, code
+
+
+class _SparseBag(nn.Module):
+    """Token ids -> summed sparse embeddings -> class scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.EmbeddingBag(20, 8, mode="sum", sparse=True)
+        self.head = nn.Linear(8, ex.CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens))
+
+
+def _token_data() -> list:
+    labels = torch.arange(12) % ex.CLASSES
+    tokens = torch.stack([labels * 6 + offset for offset in range(4)], dim=1) % 20
+    return [(tokens, labels)]
+
+
+def _sparse_setup(step: Any) -> Any:
+    return ex.setup(model=_SparseBag, data=_token_data(), step=step,
+                    optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+
+
+def test_sparse_gradients_are_measured() -> None:
+    for code in ("TRN101", "TRN102", "TRN602"):
+        assert run_check(code, prepare(_sparse_setup(ex.good_step))).verdict is Verdict.PASS, code
+    assert run_check("TRN101", prepare(_sparse_setup(_never_zeroed))).verdict is Verdict.FAIL

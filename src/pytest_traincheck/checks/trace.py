@@ -220,13 +220,20 @@ def _norm(t: torch.Tensor) -> float:
     return float(_norm_tensor(t))
 
 
+def _values(t: torch.Tensor) -> torch.Tensor:
+    """Return the entries that hold values: all of a dense tensor, the stored ones of a sparse one."""
+    t = t.detach()
+    return t.coalesce().values() if t.is_sparse else t
+
+
 def _norm_tensor(t: torch.Tensor) -> torch.Tensor:
     """Return the 2-norm as a 0-d real tensor, without waiting for it (no host transfer).
 
     Half and bfloat16 gradients are summed in float32; float64 and complex ones keep
-    their own precision (torch refuses to narrow them).
+    their own precision (torch refuses to narrow them). Sparse gradients (from
+    ``nn.Embedding(sparse=True)``) are measured by their stored values.
     """
-    t = t.detach()
+    t = _values(t)
     if t.is_floating_point() and t.dtype != torch.float64:
         return torch.linalg.vector_norm(t, dtype=torch.float32)
     if t.is_floating_point() or t.is_complex():
@@ -373,7 +380,8 @@ class Trace:
         stale = self._incoming.pop(name, None)
         if stale is not None:
             snap, incoming = stale
-            diff = float((grad.detach() - snap - incoming).abs().max())
+            residue = _values(grad.detach() - snap - incoming)
+            diff = float(residue.abs().max()) if residue.numel() else 0.0
             self.stale.append(StaleGrad(len(self.steps), name, diff, _norm(snap)))
 
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
@@ -397,9 +405,9 @@ class Trace:
         for (name, p, g), norm in zip(graded, norms):
             # A finite norm means finite entries; a zero norm may be underflow, so ask the tensor.
             if not math.isfinite(norm):
-                if not bool(torch.isfinite(g).all()):
+                if not bool(torch.isfinite(_values(g)).all()):
                     bad.append(name)
-            elif norm == 0.0 and not bool(g.any()):
+            elif norm == 0.0 and not bool(_values(g).any()):
                 zero.append(name)
             self._at_step[name] = _GradSeen(g, g._version, norm)
             if self.track_updates:
@@ -427,7 +435,7 @@ class Trace:
                 continue
             seen = self._at_step.get(name)
             norm = seen.norm if seen is not None and seen.still(grad) else _norm(grad)
-            nonzero = norm != 0.0 or bool(grad.any())  # NaN counts as nonzero, as in `Tensor.any`
+            nonzero = norm != 0.0 or bool(_values(grad).any())  # NaN counts as nonzero, as in `Tensor.any`
             if before is not None and nonzero and torch.equal(before, p.detach()):
                 record.unchanged.append(name)
             if nonzero:
