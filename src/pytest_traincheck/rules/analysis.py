@@ -100,7 +100,7 @@ def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
     return [r for r in rules if not r.TRIGGERS or any(t in text for t in r.TRIGGERS)]
 
 
-def _visitors(context: FileContext, rules: Sequence[type[Rule]],
+def build_visitors(context: FileContext, rules: Sequence[type[Rule]],
               facts: Optional[FactsCollector] = None) -> list[cst.BatchableCSTVisitor]:
     """Build ``rules`` on ``context``, preceded by the import tracker, ``facts`` and the analyses they read."""
     instances = [rule(context) for rule in rules]
@@ -113,7 +113,7 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
     """Run the import tracker, the facts collector, the shared analyses and ``rules`` in one traversal."""
     facts = FactsCollector(context)
     try:
-        walk(context.module, _visitors(context, rules, facts))
+        walk(context.module, build_visitors(context, rules, facts))
         return facts.facts, []
     except RecursionError:
         raise
@@ -124,11 +124,11 @@ def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFa
     failed: list[str] = []
     context.raw.clear()
     facts = FactsCollector(context.fresh())
-    walk(context.module, _visitors(facts.context, [], facts))
+    walk(context.module, build_visitors(facts.context, [], facts))
     for rule in rules:
         alone = context.fresh()
         try:
-            walk(context.module, _visitors(alone, [rule]))
+            walk(context.module, build_visitors(alone, [rule]))
         except Exception as exc:
             failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
             continue
