@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -19,33 +19,29 @@ def _verdict(code: str, **overrides: Any) -> Verdict:
 
 
 # -- stale gradients: identity + version counter, confirmed by the norm ------------------------------
-def _zero_through_data(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+def _step_clearing_with(clear: Callable[[nn.Module, Any], None]) -> Callable[..., Any]:
+    """Return a training step that clears the gradients with ``clear(model, optimizer)`` first."""
+    def step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        inputs, targets = batch
+        clear(model, optimizer)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def _clear_through_data(model: nn.Module, optimizer: Any) -> None:
     """Legacy clearing through `.data`, which autograd's version counter does not see."""
-    inputs, targets = batch
     for p in model.parameters():
         if p.grad is not None:
             p.grad.data.zero_()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
 
 
-def _zero_in_place(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
-    inputs, targets = batch
-    optimizer.zero_grad(set_to_none=False)
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
-def _never_zeroed(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
-    inputs, targets = batch
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
+_zero_through_data = _step_clearing_with(_clear_through_data)
+_zero_in_place = _step_clearing_with(lambda model, optimizer: optimizer.zero_grad(set_to_none=False))
+_never_zeroed = _step_clearing_with(lambda model, optimizer: None)
 
 
 def test_gradients_cleared_through_data_are_not_stale() -> None:
