@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+from pytest_traincheck.fixtures.reference import MNIST_MEAN, MNIST_STD, Net, evaluate, make_optimizer, train_step
 
 
 def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
@@ -35,45 +35,20 @@ def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
             DataLoader(test_data, batch_size=64))
 
 
-def make_model() -> nn.Module:
-    """Return a small MLP over the flattened 28x28 digit."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def evaluate(model: nn.Module, loader: Any) -> float:
-    """Return the accuracy on ``loader``, in eval mode without gradients, mode restored."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for inputs, targets in loader:
-            correct += int((model(inputs).argmax(dim=1) == targets).sum())
-            total += len(targets)
-    model.train(was_training)
-    return correct / max(total, 1)
-
-
-def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, loss_fn: Any) -> torch.Tensor:
-    """Take one correct optimizer step and return the loss."""
-    inputs, targets = batch
-    optimizer.zero_grad()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
 def make_training() -> Any:
-    """Declare this setup for `pytest --train-sanity` (the mistake is in the test transform: lint finds it)."""
+    """Declare this setup for `pytest --train-sanity` (the mistake is in the test transform: lint finds it).
+
+    The model, step and optimizer are traincheck's reference ones: only the data is wrong.
+    """
     from pytest_traincheck import Training
     from pytest_traincheck.fixtures.mnist import mnist_root
 
     train_loader, test_loader = make_loaders(mnist_root())
     return Training(
         name="data-augmentation-on-test",
-        model=make_model,
+        model=Net,
         loss_fn=nn.CrossEntropyLoss(),
-        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+        optimizer=make_optimizer,
         data=train_loader,
         eval_data=test_loader,
         step=train_step,

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pytest_traincheck.fixtures.reference import train_step  # the reference step: only the labels are wrong
+
 COUNTS = (1800, 100, 100)  # samples per class: the mistake is training on this as is
 FEATURES = 8
 
@@ -33,16 +35,6 @@ def make_data() -> TensorDataset:
 def make_model() -> nn.Module:
     """Return a small MLP classifier."""
     return nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, len(COUNTS)))
-
-
-def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, loss_fn: Any) -> torch.Tensor:
-    """Take one correct optimizer step and return the loss."""
-    inputs, targets = batch
-    optimizer.zero_grad()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
 
 
 def make_training() -> Any:

@@ -16,6 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from pytest_traincheck.fixtures.reference import Net, make_optimizer, train_step
+
 
 def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
     """Return (train, test) MNIST loaders whose images are only converted to [0, 1] tensors."""
@@ -27,32 +29,20 @@ def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
             DataLoader(test_data, batch_size=64))
 
 
-def make_model() -> nn.Module:
-    """Return a small MLP over the flattened 28x28 digit."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, loss_fn: Any) -> torch.Tensor:
-    """Take one correct optimizer step and return the loss."""
-    inputs, targets = batch
-    optimizer.zero_grad()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
 def make_training() -> Any:
-    """Declare this setup for `pytest --train-sanity` (the mistake: ToTensor without Normalize)."""
+    """Declare this setup for `pytest --train-sanity` (the mistake: ToTensor without Normalize).
+
+    The model, step and optimizer are traincheck's reference ones: only the data is wrong.
+    """
     from pytest_traincheck import Training
     from pytest_traincheck.fixtures.mnist import mnist_root
 
     train_loader, test_loader = make_loaders(mnist_root())
     return Training(
         name="data-no-normalization",
-        model=make_model,
+        model=Net,
         loss_fn=nn.CrossEntropyLoss(),
-        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+        optimizer=make_optimizer,
         data=train_loader,
         eval_data=test_loader,
         step=train_step,

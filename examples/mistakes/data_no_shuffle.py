@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+from pytest_traincheck.fixtures.reference import MNIST_MEAN, MNIST_STD, Net, make_optimizer, train_step
 
 
 def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
@@ -29,32 +28,20 @@ def make_loaders(root: Any) -> tuple[DataLoader, DataLoader]:
     return train_loader, test_loader
 
 
-def make_model() -> nn.Module:
-    """Return a small MLP over the flattened 28x28 digit."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, loss_fn: Any) -> torch.Tensor:
-    """Take one correct optimizer step and return the loss."""
-    inputs, targets = batch
-    optimizer.zero_grad()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
-
-
 def make_training() -> Any:
-    """Declare this setup for `pytest --train-sanity` (the mistake: the training loader never shuffles)."""
+    """Declare this setup for `pytest --train-sanity` (the mistake: the training loader never shuffles).
+
+    The model, step and optimizer are traincheck's reference ones: only the data is wrong.
+    """
     from pytest_traincheck import Training
     from pytest_traincheck.fixtures.mnist import mnist_root
 
     train_loader, test_loader = make_loaders(mnist_root())
     return Training(
         name="data-no-shuffle",
-        model=make_model,
+        model=Net,
         loss_fn=nn.CrossEntropyLoss(),
-        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+        optimizer=make_optimizer,
         data=train_loader,
         eval_data=test_loader,
         step=train_step,
