@@ -242,6 +242,14 @@ def target_names(target: cst.BaseExpression) -> list[str]:
     return []
 
 
+def param_names(params: cst.Parameters, *, stars: bool = True) -> list[str]:
+    """Return the names a function's parameters bind (``*args``/``**kwargs`` too unless ``stars=False``)."""
+    every: list[cst.Param] = [*params.posonly_params, *params.params, *params.kwonly_params]
+    if stars:
+        every += [star for star in (params.star_arg, params.star_kwarg) if isinstance(star, cst.Param)]
+    return [p.name.value for p in every]
+
+
 def self_attr(node: Optional[cst.CSTNode]) -> Optional[str]:
     """Return ``conv`` for ``self.conv``, else None."""
     if (

@@ -7,7 +7,7 @@ from typing import Callable, Optional, TypeVar
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from pytest_traincheck.rules.base import RawFinding, dotted_name, target_names
+from pytest_traincheck.rules.base import RawFinding, dotted_name, param_names, target_names
 
 
 T = TypeVar("T")
@@ -107,12 +107,7 @@ class ImportTracker(cst.BatchableCSTVisitor):
                 del self.context.imports[name]  # rebound at module level: no longer the module
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        params = node.params
-        every = [*params.posonly_params, *params.params, *params.kwonly_params]
-        for star in (params.star_arg, params.star_kwarg):
-            if isinstance(star, cst.Param):
-                every.append(star)
-        self.context.shadowed.append({p.name.value for p in every if p.name.value in self.context.imports})
+        self.context.shadowed.append({name for name in param_names(node.params) if name in self.context.imports})
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.context.shadowed.pop()

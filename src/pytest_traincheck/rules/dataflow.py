@@ -36,6 +36,7 @@ from pytest_traincheck.rules.base import (
     dotted_name,
     get_arg,
     is_module_subclass_base,
+    param_names,
     self_attr,
 )
 from pytest_traincheck.rules.context import FileContext
@@ -249,12 +250,7 @@ class Tracker(Analysis):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self.classes[-1] if self.classes and self.scopes[-1][1] else None
         self.functions.append((node.name.value, owner))
-        params = node.params
-        names = [p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)]
-        for star in (params.star_arg, params.star_kwarg):
-            if isinstance(star, cst.Param):
-                names.append(star.name.value)
-        self.scopes.append(({name: None for name in names}, False))
+        self.scopes.append(({name: None for name in param_names(node.params)}, False))
         self.ifs.append({})  # bindings made in a function do not leak out through an enclosing if
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:

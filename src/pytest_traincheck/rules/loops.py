@@ -36,7 +36,7 @@ from typing import Iterator, Optional, Union
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Analysis, Rule, call_name, dotted_name, get_arg, receiver
+from pytest_traincheck.rules.base import Analysis, Rule, call_name, dotted_name, get_arg, param_names, receiver
 from pytest_traincheck.rules.context import FileContext
 
 INLINE_DEPTH = 3
@@ -216,8 +216,7 @@ class FileLoops(Analysis):
         return event
 
     def enter_def(self, node: cst.FunctionDef) -> None:
-        params = [p.name.value for p in (*node.params.posonly_params, *node.params.params)]
-        params += [p.name.value for p in node.params.kwonly_params]
+        params = param_names(node.params, stars=False)
         grad = None
         for decorator in node.decorators:
             target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
