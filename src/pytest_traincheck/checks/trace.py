@@ -236,9 +236,7 @@ def _norm_tensor(t: torch.Tensor) -> torch.Tensor:
     t = _values(t)
     if t.is_floating_point() and t.dtype != torch.float64:
         return torch.linalg.vector_norm(t, dtype=torch.float32)
-    if t.is_floating_point() or t.is_complex():
-        return torch.linalg.vector_norm(t)
-    return torch.linalg.vector_norm(t.double())
+    return torch.linalg.vector_norm(t)
 
 
 def _read(norms: list[torch.Tensor]) -> list[float]:
