@@ -27,11 +27,11 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper
 
-from pytest_traincheck.rules import engine
-from pytest_traincheck.rules.analysis import build_visitors
-from pytest_traincheck.rules.context import FileContext
-from pytest_traincheck.rules.registry import all_rules
-from pytest_traincheck.rules.walk import walk
+from pytest_traincheck.lint import engine
+from pytest_traincheck.lint.analysis import build_visitors
+from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.lint.registry import all_rules
+from pytest_traincheck.lint.walk import walk
 
 
 def _crashes_in(path: Path, settings: engine.Settings) -> list[str]:

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from pytest_traincheck.config import LintConfig
-from pytest_traincheck.rules import engine
-from pytest_traincheck.rules.registry import all_rules
+from pytest_traincheck.lint import engine
+from pytest_traincheck.lint.registry import all_rules
 
 
 def main() -> int:

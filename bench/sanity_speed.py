@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from pytest_traincheck import Training, run_checks
-from pytest_traincheck.checks.harness import Harness, isolated
-from pytest_traincheck.checks.runner import prepare
+from pytest_traincheck.harness.core import Harness, isolated
+from pytest_traincheck.harness.runner import prepare
 
 
 class TinyLSTM(nn.Module):

@@ -1,4 +1,4 @@
-"""Regenerate ``src/pytest_traincheck/rules/data/torch_names.json`` from the installed torch.
+"""Regenerate ``src/pytest_traincheck/analyses/data/torch_names.json`` from the installed torch.
 
 TRN208 (unknown-torch-api) checks attributes of a few torch modules against
 this list when torch itself is not importable (a lint-only CI job), and
@@ -19,7 +19,7 @@ from pathlib import Path
 
 # The modules whose attributes TRN208 checks; keep in sync with rules/unknown_torch_api.py.
 CHECKED = ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.utils.data")
-OUT = Path(__file__).resolve().parents[1] / "src" / "pytest_traincheck" / "rules" / "data" / "torch_names.json"
+OUT = Path(__file__).resolve().parents[1] / "src" / "pytest_traincheck" / "analyses" / "data" / "torch_names.json"
 
 
 def public_names(module_name: str) -> list[str]:

@@ -203,7 +203,7 @@ def test_5mb_torch_file_finishes(tmp_path: Path) -> None:
 
 
 def test_file_over_the_size_limit_is_trn000(tmp_path: Path, tc: Runner) -> None:
-    from pytest_traincheck.rules.analysis import MAX_FILE_BYTES
+    from pytest_traincheck.lint.analysis import MAX_FILE_BYTES
 
     (tmp_path / "huge.py").write_bytes(b"import torch\n" + b"# padding\n" * (MAX_FILE_BYTES // 10 + 1))
     proc = tc("huge.py", cwd=tmp_path)

@@ -17,8 +17,8 @@ pytest.importorskip("pandas")
 skio = pytest.importorskip("skimage.io")
 
 from pytest_traincheck.cli import main  # noqa: E402
-from pytest_traincheck.data_cli import _Progress  # noqa: E402
-from pytest_traincheck.datacheck import class_weights  # noqa: E402
+from pytest_traincheck.data.cli import _Progress  # noqa: E402
+from pytest_traincheck.data.check import class_weights  # noqa: E402
 
 ISSUE = {"type": "object", "additionalProperties": False,
          "required": ["kind", "split", "row", "path", "message"],

@@ -14,17 +14,17 @@ __version__ = "0.1.0"
 __all__ = ["CheckResult", "Report", "Training", "Verdict", "__version__", "run_checks"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pytest_traincheck.checks.base import CheckResult, Verdict
-    from pytest_traincheck.checks.report import Report
-    from pytest_traincheck.checks.runner import run_checks
-    from pytest_traincheck.checks.spec import Training
+    from pytest_traincheck.harness.check import CheckResult, Verdict
+    from pytest_traincheck.harness.results import Report
+    from pytest_traincheck.harness.runner import run_checks
+    from pytest_traincheck.harness.spec import Training
 
 _LAZY = {
-    "Training": "pytest_traincheck.checks.spec",
-    "CheckResult": "pytest_traincheck.checks.base",
-    "Verdict": "pytest_traincheck.checks.base",
-    "Report": "pytest_traincheck.checks.report",
-    "run_checks": "pytest_traincheck.checks.runner",
+    "Training": "pytest_traincheck.harness.spec",
+    "CheckResult": "pytest_traincheck.harness.check",
+    "Verdict": "pytest_traincheck.harness.check",
+    "Report": "pytest_traincheck.harness.results",
+    "run_checks": "pytest_traincheck.harness.runner",
 }
 
 

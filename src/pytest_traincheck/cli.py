@@ -27,7 +27,7 @@ def _codes(value: str) -> list[str]:
 
 
 def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
-    from pytest_traincheck.report import format_names
+    from pytest_traincheck.lint.findings import format_names
 
     lint = sub.add_parser("lint", help="find training mistakes in Python files without running them")
     lint.add_argument("paths", nargs="*", type=Path, default=None,
@@ -57,8 +57,8 @@ def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
 
 
 def _stdin_lint(args: argparse.Namespace, config: object) -> int:
-    from pytest_traincheck.report import LintSummary, render
-    from pytest_traincheck.rules import engine
+    from pytest_traincheck.lint.findings import LintSummary, render
+    from pytest_traincheck.lint import engine
 
     data = sys.stdin.buffer.read()
     shown = args.stdin_filename or "-"
@@ -77,7 +77,7 @@ def _stdin_lint(args: argparse.Namespace, config: object) -> int:
 
 
 def _format_options(args: argparse.Namespace, sources: Optional[dict[str, str]] = None) -> object:
-    from pytest_traincheck.report import FormatOptions
+    from pytest_traincheck.lint.findings import FormatOptions
 
     return FormatOptions(statistics=args.statistics, quiet=args.quiet, sources=sources, unsafe_fixes=args.unsafe_fixes)
 
@@ -109,8 +109,8 @@ def _load_config(args: argparse.Namespace, paths: Sequence[Path]) -> object:
 
 
 def _run_lint(args: argparse.Namespace) -> int:
-    from pytest_traincheck.report import render
-    from pytest_traincheck.rules import engine
+    from pytest_traincheck.lint.findings import render
+    from pytest_traincheck.lint import engine
 
     paths = list(args.paths or [Path(".")])
     config = _load_config(args, paths)
@@ -129,7 +129,7 @@ def _run_lint(args: argparse.Namespace) -> int:
         if args.diff:
             _print_diff(result.path, path.read_text(encoding="utf-8", errors="replace"), result.fixed_source)
         else:
-            from pytest_traincheck.rules.fixer import write_atomic  # only a run that fixed something loads libcst
+            from pytest_traincheck.lint.fixer import write_atomic  # only a run that fixed something loads libcst
 
             write_atomic(path, result.fixed_source, result.encoding)
     if args.diff:
@@ -158,7 +158,7 @@ def _sources(findings: Sequence[object], by_name: dict[str, Path]) -> dict[str, 
 
 
 def _run_rules(args: argparse.Namespace) -> int:
-    from pytest_traincheck.docs import rule_rows, rules_markdown
+    from pytest_traincheck.lint.docs import rule_rows, rules_markdown
 
     if args.format == "markdown":
         print(rules_markdown(), end="")
@@ -173,7 +173,7 @@ def _run_rules(args: argparse.Namespace) -> int:
 
 def _run_explain(args: argparse.Namespace) -> int:
     from pytest_traincheck import catalog
-    from pytest_traincheck.rules.registry import all_rules
+    from pytest_traincheck.lint.registry import all_rules
 
     code = args.code.upper()
     if code not in catalog.CATALOG:
@@ -218,7 +218,7 @@ _EXTRA_COMMANDS: list[Callable[["argparse._SubParsersAction[_Parser]"], None]] =
 
 def _load_extra_commands() -> None:
     try:
-        import pytest_traincheck.data_cli  # noqa: F401  (registers `traincheck data`)
+        import pytest_traincheck.data.cli  # noqa: F401  (registers `traincheck data`)
     except ImportError:
         pass
 
@@ -226,7 +226,7 @@ def _load_extra_commands() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
     from pytest_traincheck.config import ConfigError
-    from pytest_traincheck.rules.discovery import PathError
+    from pytest_traincheck.lint.discovery import PathError
 
     _load_extra_commands()
     parser = build_parser()

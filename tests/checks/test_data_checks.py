@@ -13,10 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from pytest_traincheck import run_checks
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Verdict
-from pytest_traincheck.checks.runner import prepare, run_check
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Verdict
+from pytest_traincheck.harness.runner import prepare, run_check
 
 DATA_CODES = ["TRN401", "TRN402", "TRN406", "TRN407", "TRN408"]
 QUIET = (Verdict.PASS, Verdict.SKIP)
@@ -198,8 +198,8 @@ def test_data_mistake_triggers_exactly_its_check(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(DATA_MISTAKES))
 def test_data_mistake_lints_as_expected(name: str) -> None:
-    from pytest_traincheck.rules import engine
-    from pytest_traincheck.rules.registry import all_rules
+    from pytest_traincheck.lint import engine
+    from pytest_traincheck.lint.registry import all_rules
 
     codes = tuple(r.CODE for r in all_rules() if r.DEFAULT_ON or r.CODE == "TRN402")
     path = MISTAKES / f"{name}.py"

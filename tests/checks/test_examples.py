@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_traincheck.checks.base import Verdict, all_checks
-from pytest_traincheck.checks.runner import prepare, run_check
+from pytest_traincheck.harness.check import Verdict, all_checks
+from pytest_traincheck.harness.runner import prepare, run_check
 
 
 def _cases() -> list[Any]:

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Verdict
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Verdict
 from pytest_traincheck.checks.dead_relu_units import _dead_fraction, _measure
 from pytest_traincheck.checks.gradient_flow import GradientFlow
-from pytest_traincheck.checks.runner import prepare, run_check, run_checks
-from pytest_traincheck.checks.sparkline import sparkline
-from pytest_traincheck.checks.spec import SetupError
+from pytest_traincheck.harness.runner import prepare, run_check, run_checks
+from pytest_traincheck.harness.sparkline import sparkline
+from pytest_traincheck.harness.spec import SetupError
 
 CODES = ["TRN403", "TRN503", "TRN605", "TRN606", "TRN607"]
 

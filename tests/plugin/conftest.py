@@ -19,9 +19,9 @@ def _one_thread() -> Iterator[None]:
 
 # In-process pytester runs drop the modules they imported afterwards; import the engine
 # (and torch's lazily imported parts) first so they are never imported twice.
-from pytest_traincheck.checks import base as _base  # noqa: E402
-from pytest_traincheck.checks import runner as _runner  # noqa: E402,F401
-from pytest_traincheck.checks import session as _session  # noqa: E402,F401
+from pytest_traincheck.harness import check as _base  # noqa: E402
+from pytest_traincheck.harness import runner as _runner  # noqa: E402,F401
+from pytest_traincheck.harness import session as _session  # noqa: E402,F401
 from pytest_traincheck.plugin import collect as _collect  # noqa: E402,F401
 
 _base.all_checks()

@@ -10,7 +10,7 @@ pytest_plugins = ["pytester"]
 
 SETUPS = '''
 import torch
-from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
 
 torch.set_num_threads(1)
@@ -55,7 +55,7 @@ def test_nothing_declared_prints_one_line_and_exits_5(pytester: pytest.Pytester)
 def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
     result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "-k", "TRN101 or TRN604",
                                "--train-sanity-report", "out.json")
-    from pytest_traincheck.checks.runner import enabled_codes
+    from pytest_traincheck.harness.runner import enabled_codes
 
     # two setups: every enabled check is an item of each; -k keeps TRN101 and TRN604 of both
     result.assert_outcomes(passed=3, failed=1, deselected=2 * len(enabled_codes(None, None)) - 4)
@@ -77,7 +77,7 @@ def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
 def test_conftest_fixture_setups_select_strict_and_xdist(pytester: pytest.Pytester) -> None:
     pytester.makeconftest('''
 import pytest, torch
-from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.checks.bias_before_batchnorm import BiasBeforeBatchNorm
 torch.set_num_threads(1)
 
@@ -127,7 +127,7 @@ def test_pyproject_select_is_honoured(pytester: pytest.Pytester) -> None:
 def test_train_sanity_fixture(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_fx='''
 import torch
-from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ pytest.importorskip("tensorboard")
 
 SETUPS = '''
 import torch
-from pytest_traincheck.checks import _examples as ex
+from pytest_traincheck.harness import examples as ex
 
 torch.set_num_threads(1)
 
@@ -61,21 +61,21 @@ def test_logdir_writes_the_overfit_curve_series_and_verdicts(pytester: pytest.Py
 
 
 def test_without_logdir_no_series_are_recorded() -> None:
-    from pytest_traincheck.checks import _examples as ex
-    from pytest_traincheck.checks.runner import prepare, run_check
+    from pytest_traincheck.harness import examples as ex
+    from pytest_traincheck.harness.runner import prepare, run_check
 
     series: dict[str, list[float]] = {}
     result = run_check("TRN601", prepare(ex.setup()), series=series)
     assert series and len(series["grad_norm/fc1.weight"]) == len(result.curve or [])
     # the plain call passes no dict: the harness attaches no recorder
-    from pytest_traincheck.checks.harness import Harness
+    from pytest_traincheck.harness.core import Harness
 
     assert Harness(prepare(ex.setup())).series is None
 
 
 def test_run_checks_api_writes_the_same_run(tmp_path: Path) -> None:
-    from pytest_traincheck.checks import _examples as ex
-    from pytest_traincheck.checks.runner import run_checks
+    from pytest_traincheck.harness import examples as ex
+    from pytest_traincheck.harness.runner import run_checks
 
     report = run_checks(ex.setup("api run"), select=["TRN601"], logdir=str(tmp_path), seed=1)
     acc = _events(tmp_path / "api_run-seed1")

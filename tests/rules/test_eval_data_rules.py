@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_traincheck.rules import engine
-from pytest_traincheck.rules._evalflow import is_eval_name, is_train_name
+from pytest_traincheck.lint import engine
+from pytest_traincheck.analyses.evalflow import is_eval_name, is_train_name
 from pytest_traincheck.versions import declared_torch_version, newest_allowed, older_than
-from pytest_traincheck.testing import lint_source
+from pytest_traincheck.lint.testing import lint_source
 
 CODES = ["TRN301", "TRN302", "TRN303", "TRN401", "TRN402", "TRN403", "TRN404", "TRN405", "TRN501", "TRN502", "TRN901"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_traincheck.rules.base import Invalid, Rule, Valid
-from pytest_traincheck.rules.registry import all_rules
-from pytest_traincheck.testing import lint_source
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid
+from pytest_traincheck.lint.registry import all_rules
+from pytest_traincheck.lint.testing import lint_source
 
 
 def _cases() -> list:

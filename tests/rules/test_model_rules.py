@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_traincheck.rules.dataflow import torch_names
-from pytest_traincheck.testing import lint_source
+from pytest_traincheck.analyses.dataflow import torch_names
+from pytest_traincheck.lint.testing import lint_source
 
 MODEL_CODES = ["TRN201", "TRN202", "TRN203", "TRN204", "TRN205", "TRN206", "TRN207", "TRN208", "TRN209"]
 
@@ -361,8 +361,8 @@ def test_sigmoid_bce_dcgan_discriminator():
 
 def test_rules_agree_when_run_together():
     """The rules share one tracker: running them all at once must not change any rule's findings."""
-    from pytest_traincheck.rules.base import Invalid
-    from pytest_traincheck.rules.registry import rule_by_code
+    from pytest_traincheck.lint.rule import Invalid
+    from pytest_traincheck.lint.registry import rule_by_code
 
     for code in MODEL_CODES:
         rule = rule_by_code(code)

@@ -6,8 +6,8 @@ import libcst as cst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_traincheck.rules import engine
-from pytest_traincheck.rules.registry import all_rules
+from pytest_traincheck.lint import engine
+from pytest_traincheck.lint.registry import all_rules
 
 ALL = engine.Settings(tuple(rule.CODE for rule in all_rules()))
 FIX = engine.Settings(ALL.codes, fix=True, unsafe_fixes=True)

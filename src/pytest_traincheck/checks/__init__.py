@@ -1,7 +1,5 @@
-"""Dynamic checks: run the user's own model and training step under instrumentation.
+"""Dynamic checks: one module per check (a `Check` subclass with its docs and its passing and failing setups).
 
-One module per check (a `Check` subclass with its own passing and failing
-example setups); `harness.py` isolates and bounds each run, `trace.py`
-observes it through public torch hooks. Importing this package does not
-import torch; its modules do.
+The machinery they run on (spec, isolation, trace, sessions, runner) lives in
+``pytest_traincheck.harness``. Importing this package does not import torch; its modules do.
 """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult
+from pytest_traincheck.harness.core import Harness
 
 TARGET_RATIO = 0.1  # PASS once the loss reaches 10% of its initial value
 STALL_RATIO = 1 - 1e-3  # FAIL when the best loss never gets below 99.9% of the initial value

@@ -11,11 +11,11 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult
-from pytest_traincheck.checks.harness import Harness, call_user
-from pytest_traincheck.checks.session import Session
-from pytest_traincheck.checks.trace import Trace
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult
+from pytest_traincheck.harness.core import Harness, call_user
+from pytest_traincheck.harness.session import Session
+from pytest_traincheck.harness.trace import Trace
 
 STEPS = 3  # enough for Adam's moments and momentum buffers to hold real state
 TOLERANCE = 1e-6  # max abs difference, relative to max(1, |value|)

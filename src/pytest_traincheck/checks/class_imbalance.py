@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 MIN_RATIO = 0.1  # rarest/most common below this: deepchecks' imbalance threshold
 

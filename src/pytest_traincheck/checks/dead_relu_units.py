@@ -9,9 +9,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 DEAD = 0.7  # fraction of a layer's units <= 0 for every sample (AUTOTRAINER / DeepDiagnosis)
 STEPS = 10  # training steps before the re-check: units dead at init may revive, live ones may die

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks import _modes
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness import mode_examples as _modes
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 
 class EvalWithoutTrainToggle(Check):

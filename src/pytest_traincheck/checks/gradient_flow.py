@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 STEPS = 5
 # Per-layer gradient size is the RMS of the weight gradient (norm / sqrt(numel)), so wide

@@ -8,9 +8,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 LOW, HIGH = 0.5, 2.0  # accepted band around the expected initial loss
 HIGH_MSE = 10.0  # regression outputs vary at init; only flag predictions far off the targets' scale

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness, call_user
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness, call_user
 
 BATCHES, SAMPLES = 4, 512
 BANDS = {"max_abs_mean": 10.0, "min_std": 0.05, "max_std": 20.0}

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult
-from pytest_traincheck.checks.harness import Harness, UserCodeError
-from pytest_traincheck.checks.session import Session
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult
+from pytest_traincheck.harness.core import Harness, UserCodeError
+from pytest_traincheck.harness.session import Session
 
 DEFAULT_IGNORE_INDEX = -100
 

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness, SetupData
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness, SetupData
 
 MARGIN = 0.9  # the real-input loss must end at least 10% below the zero-input loss
 TAIL = 3  # the zero-input loss is the mean of its last steps, robust to one noisy step

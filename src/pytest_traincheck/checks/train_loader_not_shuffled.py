@@ -7,10 +7,10 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 BATCHES = 4  # per epoch: enough to see an order, cheap on any dataset
 MIN_DISTINCT = 6  # below this many distinct samples a shuffled order repeats by chance (1/6! here)

@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 from torch.utils.data import DataLoader, TensorDataset
 
-from pytest_traincheck.checks import _data
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult, Verdict
-from pytest_traincheck.checks.harness import Harness
+from pytest_traincheck.harness import data as _data
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.core import Harness
 
 WARN_SHARE, FAIL_SHARE = 0.05, 0.5  # deepchecks' 5%; over half means "evaluating on the training set"
 FAIL_MIN_MATCHES = 10  # a FAIL needs this many duplicates, not a ratio over a handful of samples

@@ -8,9 +8,9 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from pytest_traincheck.checks import _examples as ex
-from pytest_traincheck.checks.base import Check, CheckResult
-from pytest_traincheck.checks.harness import Harness, call_user
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Check, CheckResult
+from pytest_traincheck.harness.core import Harness, call_user
 
 LEAK = 1e-6  # relative gradient reaching other samples; float32 round-off stays far below
 PROBES = 3  # samples whose output is differentiated (first, middle, last)

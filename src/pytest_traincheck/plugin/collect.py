@@ -22,7 +22,7 @@ class SanityState:
     """Per-process state: options, enabled checks, prepared setups, results seen by this process."""
 
     def __init__(self, config: pytest.Config, options: SanityOptions) -> None:
-        from pytest_traincheck.checks.runner import enabled_codes
+        from pytest_traincheck.harness.runner import enabled_codes
 
         self.config, self.options = config, options
         try:
@@ -37,7 +37,7 @@ class SanityState:
 
     def run(self, code: str, training: Any, source: str) -> Any:
         """Run one check on one setup, preparing the setup once per process."""
-        from pytest_traincheck.checks.runner import prepare_or_error, run_check
+        from pytest_traincheck.harness.runner import prepare_or_error, run_check
 
         key = (source, training.name)
         if key not in self.prepared:
@@ -55,7 +55,7 @@ class SanityState:
 def _tensorboard_log(options: SanityOptions) -> Any:
     if not options.logdir:
         return None
-    from pytest_traincheck.checks.tensorboard import TensorBoardLog, TensorBoardMissing
+    from pytest_traincheck.harness.tensorboard import TensorBoardLog, TensorBoardMissing
 
     try:
         return TensorBoardLog(options.logdir, options.seed)
@@ -159,7 +159,7 @@ class SanityPlugin:
             self.state.log.close()
         path = self.state.options.report
         if path and not hasattr(session.config, "workerinput"):
-            from pytest_traincheck.checks.runner import run_meta
+            from pytest_traincheck.harness.runner import run_meta
 
             o = self.state.options
             data = {"meta": run_meta(o.seed, o.device, self.state.codes, o.strict), "results": self.state.results}
@@ -173,8 +173,8 @@ class SetupLoadFailure(Exception):
 
 def load_trainings(spec: str, rootdir: Path) -> list[Any]:
     """Import ``module:factory`` (relative to rootdir), call it, and return its Training list."""
-    from pytest_traincheck.checks.harness import user_traceback
-    from pytest_traincheck.checks.spec import SetupError, as_trainings
+    from pytest_traincheck.harness.core import user_traceback
+    from pytest_traincheck.harness.spec import SetupError, as_trainings
 
     where = f"{spec} (pyproject.toml [tool.traincheck.sanity] trainings)"
     module_name, _, attr = spec.partition(":")
@@ -194,7 +194,7 @@ def load_trainings(spec: str, rootdir: Path) -> list[Any]:
 
 
 def _is_training(obj: Any) -> bool:
-    from pytest_traincheck.checks.spec import Training
+    from pytest_traincheck.harness.spec import Training
 
     return isinstance(obj, Training)
 
@@ -219,7 +219,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _table(results: list[dict[str, Any]]) -> list[str]:
-    from pytest_traincheck.checks.sparkline import sparkline
+    from pytest_traincheck.harness.sparkline import sparkline
 
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for r in results:

@@ -26,7 +26,7 @@ class TrainSanity:
             seed: Optional[int] = None, device: Optional[str] = None, strict: Optional[bool] = None,
             budget: Optional[float] = None) -> Any:
         """Run the checks (defaults from the `--train-sanity-*` options) and return the `Report`."""
-        from pytest_traincheck.checks.runner import run_checks
+        from pytest_traincheck.harness.runner import run_checks
 
         o = self.options
         return run_checks(training, select=o.select if select is None else select,

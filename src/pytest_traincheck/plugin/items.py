@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pytest_traincheck.checks.base import CheckResult
+    from pytest_traincheck.harness.check import CheckResult
     from pytest_traincheck.plugin.collect import SanityState
 
 RESULT_PROPERTY = "traincheck_result"
@@ -96,7 +96,7 @@ class FixtureSanityItem(SanityMixin, pytest.Function):
         self.code, self.state, self.source = code, state, source
 
         def check_fixture_setups(train_sanity_trainings: Any) -> None:
-            from pytest_traincheck.checks.spec import as_trainings
+            from pytest_traincheck.harness.spec import as_trainings
 
             where = f"the `train_sanity_trainings` fixture ({source})"
             try:

@@ -1,1 +1,1 @@
-"""Static lint rules: one module per rule, discovered by ``registry.all_rules``."""
+"""Static lint rules: one module per rule, discovered by ``pytest_traincheck.lint.registry.all_rules``."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import TransformRule, is_random_transform, transform_name
-from pytest_traincheck.rules.base import Invalid, Valid
+from pytest_traincheck.analyses.evalflow import TransformRule, is_random_transform, transform_name
+from pytest_traincheck.lint.rule import Invalid, Valid
 
 
 class AugmentationOnEvalData(TransformRule):

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import BATCHNORM_LAYERS, BIASED_LAYERS, Invalid, Valid
-from pytest_traincheck.rules.dataflow import BIAS_POSITION, FlowRule, bias_enabled, first_arg, set_keyword
+from pytest_traincheck.lint.rule import BATCHNORM_LAYERS, BIASED_LAYERS, Invalid, Valid
+from pytest_traincheck.analyses.dataflow import BIAS_POSITION, FlowRule, bias_enabled, first_arg, set_keyword
 
 _Layer = tuple[str, cst.Call]  # (qualified class, its construction)
 

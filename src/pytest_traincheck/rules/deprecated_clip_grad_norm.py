@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Rule, Valid
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid
 
 _DEPRECATED = "torch.nn.utils.clip_grad_norm"
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import libcst as cst
 
 from pytest_traincheck.versions import older_than
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, is_false, is_true
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name, is_false, is_true
 
 
 @dataclass(frozen=True)

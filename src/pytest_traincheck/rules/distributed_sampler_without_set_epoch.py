@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import source_of
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, get_arg, is_false
+from pytest_traincheck.analyses.evalflow import source_of
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, get_arg, is_false
 
 _SAMPLERS = frozenset({"torch.utils.data.DistributedSampler", "torch.utils.data.distributed.DistributedSampler"})
 

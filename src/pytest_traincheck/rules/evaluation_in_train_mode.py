@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_traincheck.rules._evalflow import EvalFlow, EvalFlowRule, Scope, looks_like_eval_function
-from pytest_traincheck.rules.base import Invalid, Valid
+from pytest_traincheck.analyses.evalflow import EvalFlow, EvalFlowRule, Scope, looks_like_eval_function
+from pytest_traincheck.lint.rule import Invalid, Valid
 
 
 class EvaluationInTrainMode(EvalFlowRule):

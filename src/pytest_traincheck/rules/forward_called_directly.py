@@ -6,8 +6,8 @@ import re
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Valid, dotted_name
-from pytest_traincheck.rules.dataflow import FlowRule
+from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name
+from pytest_traincheck.analyses.dataflow import FlowRule
 
 # Receivers whose last name says "a model": model, net, encoder, teacher_model, self.backbone...
 # Not `module` / `*_module`: script, mobile, remote and fx graph modules are called that, and their

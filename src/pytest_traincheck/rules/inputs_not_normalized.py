@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import TransformRule, transform_name
-from pytest_traincheck.rules.base import Invalid, Valid
+from pytest_traincheck.analyses.evalflow import TransformRule, transform_name
+from pytest_traincheck.lint.rule import Invalid, Valid
 
 _TO_TENSOR = frozenset({"ToTensor"})
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Valid, dotted_name
-from pytest_traincheck.rules.loops import Event, LoopRule, Scope, bare_names
+from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name
+from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, bare_names
 
 _SAFE_VALUES = frozenset({"item", "detach", "tolist", "numpy", "float", "int"})
 

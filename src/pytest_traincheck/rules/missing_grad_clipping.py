@@ -6,9 +6,9 @@ from typing import Optional, Union
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import RECURRENT_LAYERS, Condition, Invalid, Valid, dotted_name, get_arg
-from pytest_traincheck.rules.facts import contains_recurrent
-from pytest_traincheck.rules.loops import Event, LoopRule, Scope, optimizer_bindings, strip_wrappers
+from pytest_traincheck.lint.rule import RECURRENT_LAYERS, Condition, Invalid, Valid, dotted_name, get_arg
+from pytest_traincheck.analyses.facts import contains_recurrent
+from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, optimizer_bindings, strip_wrappers
 
 _Verdict = Union[bool, str]  # True: holds a recurrent layer; a class name: depends on that class; False: unknown
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Valid, dotted_name, is_module_subclass_base
-from pytest_traincheck.rules.dataflow import FlowRule
+from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name, is_module_subclass_base
+from pytest_traincheck.analyses.dataflow import FlowRule
 
 
 class MissingSuperInit(FlowRule):

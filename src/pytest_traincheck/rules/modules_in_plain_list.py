@@ -6,8 +6,8 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Valid, self_attr
-from pytest_traincheck.rules.dataflow import FlowRule, nn_module_classes
+from pytest_traincheck.lint.rule import Invalid, Valid, self_attr
+from pytest_traincheck.analyses.dataflow import FlowRule, nn_module_classes
 
 _CONTAINERS = frozenset({"torch.nn.ModuleList", "torch.nn.ModuleDict", "torch.nn.Sequential",
                          "torch.nn.ParameterList", "torch.nn.ParameterDict"})

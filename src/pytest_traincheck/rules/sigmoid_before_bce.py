@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Condition, Invalid, Valid
-from pytest_traincheck.rules.dataflow import FlowRule, loss_input
+from pytest_traincheck.lint.rule import Condition, Invalid, Valid
+from pytest_traincheck.analyses.dataflow import FlowRule, loss_input
 
 _FUNCTIONS = frozenset({"torch.nn.functional.binary_cross_entropy"})
 _MODULES = frozenset({"torch.nn.BCELoss"})

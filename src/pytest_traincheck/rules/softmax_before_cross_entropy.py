@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import CROSS_ENTROPY, Condition, Invalid, Valid
-from pytest_traincheck.rules.dataflow import FlowRule, direct_activation_input, loss_input, replace_loss_input
+from pytest_traincheck.lint.rule import CROSS_ENTROPY, Condition, Invalid, Valid
+from pytest_traincheck.analyses.dataflow import FlowRule, direct_activation_input, loss_input, replace_loss_input
 
 _FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
 _MODULES = frozenset(CROSS_ENTROPY - _FUNCTIONS)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pytest_traincheck.rules.base import Invalid, Valid
-from pytest_traincheck.rules.loops import Event, LoopRule, Scope
+from pytest_traincheck.lint.rule import Invalid, Valid
+from pytest_traincheck.analyses.loops import Event, LoopRule, Scope
 
 
 class StepWithoutBackward(LoopRule):

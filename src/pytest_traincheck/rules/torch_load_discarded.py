@@ -6,7 +6,7 @@ from typing import Union
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Rule, Valid
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid
 
 _LOAD = "torch.load"
 _NAME = "checkpoint"

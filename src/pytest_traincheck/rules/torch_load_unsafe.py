@@ -7,7 +7,7 @@ from typing import Optional
 import libcst as cst
 
 from pytest_traincheck.versions import older_than
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, get_arg, is_false
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, get_arg, is_false
 
 _LOAD = "torch.load"
 _SAFE_DEFAULT = "2.6"  # torch.load defaults to weights_only=True from this release on

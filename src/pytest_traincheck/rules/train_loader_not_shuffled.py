@@ -6,8 +6,8 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules._evalflow import is_eval_name, is_train_name, source_of
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, get_arg, is_false, is_true, receiver
+from pytest_traincheck.analyses.evalflow import is_eval_name, is_train_name, source_of
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name, get_arg, is_false, is_true, receiver
 
 _LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 _ON_CPU = ("The training `DataLoader` shuffles only when CUDA is available, so on CPU every epoch sees the "

@@ -12,8 +12,8 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name
-from pytest_traincheck.rules.dataflow import torch_names
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name
+from pytest_traincheck.analyses.dataflow import torch_names
 
 CHECKED = ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.utils.data")
 # Names from other frameworks that people reach for; difflib would not suggest these.
@@ -81,7 +81,7 @@ class UnknownTorchApi(Rule):
     against the names those modules define (their public attributes and
     submodules). The message suggests the closest real name.
 
-    The names come from `rules/data/torch_names.json`, generated from a torch
+    The names come from `analyses/data/torch_names.json`, generated from a torch
     release by `scripts/gen_torch_names.py`; a name missing there is looked up
     in the installed torch (imported lazily, once per process, only then), so
     names added by a newer torch are not reported.

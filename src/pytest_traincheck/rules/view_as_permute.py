@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.rules.base import Invalid, Rule, Valid, dotted_name, target_names
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name, target_names
 
 _METHODS = frozenset({"transpose", "permute", "t", "swapaxes", "swapdims", "movedim", "moveaxis"})
 _ATTRS = frozenset({"T", "mT", "mH", "H"})

@@ -1,0 +1,1 @@
+"""Shared static analyses that several rules read: loops, dataflow, train/eval flow and per-file facts."""

@@ -1,0 +1,429 @@
+"""A small, flow-sensitive view of what names hold, shared by the model/loss rules (TRN2xx).
+
+The rules need to answer "what produced this tensor?" (a softmax, an
+``nn.Linear``, the model ``Net``) and "what does this name hold?" (an
+``nn.CrossEntropyLoss``, an ``nn.Sequential`` ending in ``nn.Softmax``).
+``Tracker`` keeps that as the single traversal walks the file in source order:
+plain names per function scope, ``self.<attr>`` per class, each bound to an
+abstract ``Value`` (or None: unknown). It is deliberately simple:
+
+* a binding is evaluated once, when its assignment ends, against the bindings
+  seen so far (``x = self.bn(x)`` reads the previous ``x``);
+* a name rebound inside an ``if`` to something else is unknown after the
+  ``if`` (either branch may have run); loops are not iterated;
+* function parameters, loop targets, ``with ... as`` names and unpacked
+  tuples are unknown.
+
+``Tracker`` is an ``Analysis``: the engine walks one per file ahead of every
+rule deriving from ``FlowRule``, which read it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import libcst as cst
+
+from pytest_traincheck.lint.rule import (
+    ACTIVATION_FUNCS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
+    Analysis,
+    Rule,
+    dotted_name,
+    get_arg,
+    is_module_subclass_base,
+    param_names,
+    self_attr,
+)
+from pytest_traincheck.lint.context import FileContext
+
+# Layers whose output is provably raw scores (never log-probabilities).
+RAW_LAYERS = frozenset({
+    "torch.nn.Linear", "torch.nn.LazyLinear", "torch.nn.Bilinear", "torch.nn.Conv1d", "torch.nn.Conv2d",
+    "torch.nn.Conv3d", "torch.nn.LazyConv1d", "torch.nn.LazyConv2d", "torch.nn.LazyConv3d",
+})
+LINEAR_LAYERS = frozenset({"torch.nn.Linear", "torch.nn.LazyLinear"})
+# Methods that return their receiver, or the same tensor in another dtype/device/shape.
+_PASSTHROUGH_METHODS = frozenset({
+    "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "contiguous", "squeeze", "view", "reshape",
+    "train", "eval", "requires_grad_",
+})
+_WRAPPERS = frozenset({
+    "torch.compile", "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+    "torch.nn.parallel.DistributedDataParallel",
+})
+# Where the ``bias`` argument sits positionally in each biased layer's constructor.
+BIAS_POSITION = {
+    "torch.nn.Linear": 2, "torch.nn.LazyLinear": 1, "torch.nn.Conv1d": 7, "torch.nn.Conv2d": 7,
+    "torch.nn.Conv3d": 7, "torch.nn.LazyConv1d": 6, "torch.nn.LazyConv2d": 6, "torch.nn.LazyConv3d": 6,
+}
+
+
+class Value(NamedTuple):
+    """What an expression evaluates to, abstractly.
+
+    kind: ``act`` (a tensor out of softmax/log_softmax/sigmoid: ``detail``),
+    ``out`` (a tensor out of the torch layer ``detail``, built at ``node``),
+    ``model_out`` (a tensor out of the user class ``detail``), ``module`` (an
+    instance of the torch class ``detail``, built at ``node``), ``seq`` (an
+    ``nn.Sequential`` whose last layer is ``detail``, "" if unknown),
+    ``instance`` (an instance of the user class ``detail``).
+    """
+
+    kind: str
+    detail: str = ""
+    node: Optional[cst.CSTNode] = None
+
+    def same(self, other: Optional["Value"]) -> bool:
+        """Equal in kind and detail (nodes are compared by identity elsewhere)."""
+        return other is not None and (self.kind, self.detail) == (other.kind, other.detail)
+
+
+class ClassInfo:
+    """What the tracker learnt about one class definition."""
+
+    def __init__(self, name: str, is_module: bool) -> None:
+        self.name = name
+        self.is_module = is_module
+        self.attrs: dict[str, Optional[Value]] = {}
+        self.returns: list[Optional[Value]] = []  # values returned by forward
+
+
+_Key = tuple[str, str]  # ("n", name) or ("a", attr)
+
+
+class Tracker(Analysis):
+    """The bindings of one file, updated in source order."""
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        # each scope: (bindings, is_class_body)
+        self.scopes: list[tuple[dict[str, Optional[Value]], bool]] = [({}, False)]
+        self.classes: list[ClassInfo] = []
+        self.functions: list[tuple[str, Optional[ClassInfo]]] = []  # (name, class if a method)
+        self.file_classes: dict[str, ClassInfo] = {}
+        self.ifs: list[dict[_Key, Optional[Value]]] = []
+
+    # -- scope queries -----------------------------------------------------------
+    def current_class(self) -> Optional[ClassInfo]:
+        """The class whose method (or nested function of one) is being walked."""
+        for _, owner in reversed(self.functions):
+            if owner is not None:
+                return owner
+        return None
+
+    def in_method(self, name: str) -> Optional[ClassInfo]:
+        """The class if the innermost function is its method ``name``."""
+        if self.functions and self.functions[-1][0] == name:
+            return self.functions[-1][1]
+        return None
+
+    def is_module_class(self, bases: list[cst.Arg]) -> bool:
+        """True if a base is nn.Module, a torch.nn module class, or a module class of this file."""
+        for arg in bases:
+            qual = self.context.qualname(arg.value)
+            if is_module_subclass_base(qual):
+                return True
+            if qual and qual.startswith("torch.nn.") and qual.rsplit(".", 1)[1] in nn_module_classes():
+                return True
+            name = dotted_name(arg.value)
+            if name in self.file_classes and self.file_classes[name].is_module:
+                return True
+        return False
+
+    def lookup(self, name: str) -> Optional[Value]:
+        for index in range(len(self.scopes) - 1, -1, -1):
+            bindings, is_class = self.scopes[index]
+            if is_class and index != len(self.scopes) - 1:
+                continue  # a class body is not visible from its methods
+            if name in bindings:
+                return bindings[name]
+        return None
+
+    def bound(self, name: str) -> bool:
+        return any(name in bindings for bindings, _ in self.scopes)
+
+    # -- evaluation --------------------------------------------------------------
+    def evaluate(self, expr: Optional[cst.BaseExpression]) -> Optional[Value]:
+        """Return what ``expr`` holds, or None if unknown."""
+        if isinstance(expr, cst.Name):
+            return self.lookup(expr.value)
+        attr = self_attr(expr)
+        if attr is not None:
+            owner = self.current_class()
+            return owner.attrs.get(attr) if owner else None
+        if isinstance(expr, cst.Call):
+            return self._call(expr)
+        return None
+
+    def _call(self, call: cst.Call) -> Optional[Value]:
+        func = call.func
+        qual = self.context.qualname(func)
+        if qual is not None:
+            return self._qualified_call(qual, call)
+        owner = self.current_class()
+        if isinstance(func, cst.Name) and func.value == "self" and owner is not None:
+            return Value("model_out", owner.name)
+        if isinstance(func, cst.Attribute) and self_attr(func) is None:
+            method = func.attr.value
+            if method in ACTIVATION_METHODS:
+                return Value("act", ACTIVATION_METHODS[method])
+            if method in _PASSTHROUGH_METHODS:
+                return self.evaluate(func.value)
+            if method == "forward":
+                return apply(self.evaluate(func.value))
+            return None
+        if isinstance(func, cst.Name) and func.value[:1].isupper() and not self.bound(func.value):
+            return Value("instance", func.value)  # Net(): a class of this file (or unknown)
+        return apply(self.evaluate(func))
+
+    def _qualified_call(self, qual: str, call: cst.Call) -> Optional[Value]:
+        if qual in ACTIVATION_FUNCS:
+            return Value("act", ACTIVATION_FUNCS[qual])
+        if qual == "torch.nn.Sequential":
+            return Value("seq", self.sequential_last(call), call)
+        if qual in _WRAPPERS:
+            first = get_arg(call, "module", 0) or get_arg(call, "model", 0)
+            return self.evaluate(first.value) if first else None
+        last = qual.rsplit(".", 1)[-1]
+        if not last[:1].isupper():
+            return None
+        if qual.startswith("torch."):
+            return Value("module", qual, call)
+        return Value("instance", last)  # from model import Net; Net()
+
+    def sequential_last(self, call: cst.Call) -> str:
+        """Return the qualified name of an ``nn.Sequential``'s last layer, or ""."""
+        if not call.args or call.args[-1].star or call.args[-1].keyword is not None:
+            return ""
+        value = self.evaluate(call.args[-1].value)
+        if value is None:
+            return ""
+        if value.kind == "seq":
+            return value.detail
+        return value.detail if value.kind == "module" else ""
+
+    # -- bindings ----------------------------------------------------------------
+    def bind(self, target: cst.BaseExpression, value: Optional[Value]) -> None:
+        """Record that ``target`` now holds ``value`` (unpacked targets become unknown)."""
+        if isinstance(target, cst.Name):
+            self._set(("n", target.value), value)
+        elif self_attr(target) is not None:
+            self._set(("a", self_attr(target) or ""), value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self.bind(element.value, None)
+        elif isinstance(target, cst.StarredElement):
+            self.bind(target.value, None)
+
+    def _get(self, key: _Key) -> Optional[Value]:
+        if key[0] == "n":
+            return self.scopes[-1][0].get(key[1])
+        owner = self.current_class()
+        return owner.attrs.get(key[1]) if owner else None
+
+    def _set(self, key: _Key, value: Optional[Value]) -> None:
+        if self.ifs and key not in self.ifs[-1]:
+            self.ifs[-1][key] = self._get(key)
+        if key[0] == "n":
+            self.scopes[-1][0][key[1]] = value
+        else:
+            owner = self.current_class()
+            if owner is not None:
+                owner.attrs[key[1]] = value
+
+    # -- traversal events ------------------------------------------------------------
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.append(ClassInfo(node.name.value, self.is_module_class(list(node.bases))))
+        self.scopes.append(({}, True))
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        info = self.classes.pop()
+        self.scopes.pop()
+        self.file_classes[info.name] = info
+        self.scopes[-1][0].pop(info.name, None)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        owner = self.classes[-1] if self.classes and self.scopes[-1][1] else None
+        self.functions.append((node.name.value, owner))
+        self.scopes.append(({name: None for name in param_names(node.params)}, False))
+        self.ifs.append({})  # bindings made in a function do not leak out through an enclosing if
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.functions.pop()
+        self.scopes.pop()
+        self.ifs.pop()
+
+    def visit_If(self, node: cst.If) -> None:
+        self.ifs.append({})
+
+    def leave_If(self, original_node: cst.If) -> None:
+        changed = self.ifs.pop()
+        parent = self.ifs[-1] if self.ifs else None
+        for key, before in changed.items():
+            if parent is not None and key not in parent:
+                parent[key] = before
+            now = self._get(key)
+            if now is not None and not now.same(before):
+                self._set(key, None)  # rebound in a branch: either value may reach what follows
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        value = self.evaluate(original_node.value)
+        for target in original_node.targets:
+            self.bind(target.target, value)
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign) -> None:
+        if original_node.value is not None:
+            self.bind(original_node.target, self.evaluate(original_node.value))
+
+    def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
+        self.bind(original_node.target, None)
+
+    def visit_For(self, node: cst.For) -> None:
+        self.bind(node.target, None)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self.bind(node.asname.name, None)
+
+    def visit_Return(self, node: cst.Return) -> None:
+        owner = self.in_method("forward")
+        if owner is not None:
+            owner.returns.append(self.evaluate(node.value) if node.value is not None else None)
+
+
+def apply(callee: Optional[Value]) -> Optional[Value]:
+    """Return what calling ``callee`` (a module, Sequential or model instance) produces."""
+    if callee is None:
+        return None
+    if callee.kind == "module":
+        if callee.detail in ACTIVATION_MODULES:
+            return Value("act", ACTIVATION_MODULES[callee.detail])
+        return Value("out", callee.detail, callee.node)
+    if callee.kind == "seq":
+        if callee.detail in ACTIVATION_MODULES:
+            return Value("act", ACTIVATION_MODULES[callee.detail])
+        return Value("out", callee.detail) if callee.detail else None
+    if callee.kind == "instance":
+        return Value("model_out", callee.detail)
+    return None
+
+
+class FlowRule(Rule):
+    """A rule that reads the file's ``Tracker`` (``self.flow``).
+
+    The tracker has seen each node before the rule's ``visit_*`` runs and has
+    left it before the rule's ``leave_*`` runs (see ``Analysis``), so read it in
+    ``visit_*``, and capture there what a ``leave_*`` needs.
+    """
+
+    ANALYSES = (Tracker,)
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__(context)
+        self.flow = context.shared(Tracker)
+
+
+# -- helpers for the rules ------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def torch_names() -> dict[str, object]:
+    """Return the shipped name list (``analyses/data/torch_names.json``)."""
+    path = Path(__file__).with_name("data") / "torch_names.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def nn_module_classes() -> frozenset[str]:
+    """Names of the ``torch.nn`` classes that are ``nn.Module`` subclasses."""
+    return frozenset(torch_names()["nn_module_classes"])  # type: ignore[arg-type]
+
+
+def first_arg(call: cst.Call, keyword: str = "input") -> Optional[cst.Arg]:
+    """Return the tensor argument of a function/loss call (``input=`` or first positional)."""
+    return get_arg(call, keyword, 0)
+
+
+def bias_enabled(call: cst.Call, qual: str) -> bool:
+    """True if the layer built by ``call`` provably has a bias (default, or a literal True)."""
+    if any(arg.star for arg in call.args):
+        return False
+    arg = get_arg(call, "bias", BIAS_POSITION.get(qual))
+    return arg is None or (isinstance(arg.value, cst.Name) and arg.value.value == "True")
+
+
+def _new_keyword(call: cst.Call, name: str, value: cst.BaseExpression) -> cst.Call:
+    """Append ``name=value`` to the call's arguments, keeping a trailing comma's layout."""
+    args = list(call.args)
+    new = cst.Arg(value=value, keyword=cst.Name(name), equal=cst.AssignEqual(
+        whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))
+    if not args:
+        return call.with_changes(args=[new])
+    last = args[-1]
+    if isinstance(last.comma, cst.Comma):  # trailing comma: the new argument takes over the layout
+        before = args[-2].comma if len(args) > 1 and isinstance(args[-2].comma, cst.Comma) else None
+        new = new.with_changes(comma=last.comma)
+        spacing = before.whitespace_after if before is not None else cst.SimpleWhitespace(" ")
+        args[-1] = last.with_changes(comma=last.comma.with_changes(whitespace_after=spacing))
+    else:
+        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    return call.with_changes(args=[*args, new])
+
+
+def set_keyword(call: cst.Call, name: str, value: cst.BaseExpression, position: Optional[int]) -> cst.Call:
+    """Set argument ``name`` (passed by keyword or at ``position``) to ``value``, adding it if absent."""
+    existing = get_arg(call, name, position)
+    if existing is None:
+        return _new_keyword(call, name, value)
+    args = [arg.with_changes(value=value) if arg is existing else arg for arg in call.args]
+    return call.with_changes(args=args)
+
+
+def loss_input(flow: Tracker, call: cst.Call, functions: frozenset[str], modules: frozenset[str]) -> Optional[cst.Arg]:
+    """Return the prediction argument if ``call`` computes one of these losses, else None.
+
+    ``functions`` are functional forms (``F.cross_entropy``); ``modules`` loss classes,
+    matched when ``call`` calls an instance (``criterion(out, y)``, ``nn.CrossEntropyLoss()(out, y)``).
+    """
+    qual = flow.context.qualname(call.func)
+    if qual is not None:
+        if qual not in functions:
+            return None
+    else:
+        callee = flow.evaluate(call.func)
+        if callee is None or callee.kind != "module" or callee.detail not in modules:
+            return None
+    return first_arg(call)
+
+
+def direct_activation_input(flow: Tracker, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+    """Return ``x`` when ``expr`` itself applies an activation to ``x`` (``F.softmax(x, 1)``, ``x.softmax(1)``,
+    ``nn.Softmax(1)(x)``), else None."""
+    if not isinstance(expr, cst.Call):
+        return None
+    qual = flow.context.qualname(expr.func)
+    if qual in ACTIVATION_FUNCS:
+        arg = first_arg(expr)
+        return arg.value if arg is not None else None
+    if qual is None and isinstance(expr.func, cst.Attribute) and self_attr(expr.func) is None:
+        return expr.func.value if expr.func.attr.value in ACTIVATION_METHODS else None
+    callee = flow.evaluate(expr.func) if isinstance(expr.func, cst.Call) else None  # stateless: fixes run late
+    if callee is not None and callee.kind == "module" and callee.detail in ACTIVATION_MODULES:
+        arg = first_arg(expr)
+        return arg.value if arg is not None else None
+    return None
+
+
+def replace_loss_input(call: cst.CSTNode, flow: Tracker) -> cst.CSTNode:
+    """The fix of TRN201/TRN204: drop the activation applied inline to the loss's prediction."""
+    assert isinstance(call, cst.Call)
+    arg = first_arg(call)
+    inner = direct_activation_input(flow, arg.value) if arg is not None else None
+    if arg is None or inner is None:
+        return call
+    return call.with_changes(args=[a.with_changes(value=inner) if a is arg else a for a in call.args])

@@ -1,0 +1,165 @@
+"""Collect per-file facts about model classes during the traversal.
+
+The facts themselves (``ClassFacts``, ``FileFacts``) and the project pass that
+merges them (``ProjectFacts``) live in ``project``, which needs no parser.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from pytest_traincheck.lint.rule import (
+    ACTIVATION_FUNCS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
+    RECURRENT_LAYERS,
+    dotted_name,
+    is_module_subclass_base,
+    self_attr,
+)
+from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.lint.project import ClassFacts, FileFacts, ProjectFacts
+
+__all__ = ["ClassFacts", "FactsCollector", "FileFacts", "ProjectFacts", "activation_of", "contains_recurrent",
+           "module_activation"]
+
+# Methods that reshape or move a tensor without changing what its values are.
+_SHAPE_METHODS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "to",
+                            "float", "double", "half", "cpu", "cuda", "view_as", "reshape_as"})
+
+
+def _unwrap_shape(expr: cst.BaseExpression) -> cst.BaseExpression:
+    """Strip ``.view(-1)``/``.squeeze(1)``/... from a returned expression."""
+    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+           and expr.func.attr.value in _SHAPE_METHODS):
+        expr = expr.func.value
+    return expr
+
+
+def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:
+    """Return 'softmax' / 'log_softmax' / 'sigmoid' if ``expr`` is such a call, else None.
+
+    ``layers`` maps ``self.<attr>`` names to the activation of the module stored there.
+    """
+    if not isinstance(expr, cst.Call):
+        return None
+    qual = context.qualname(expr.func)
+    if qual in ACTIVATION_FUNCS:
+        return ACTIVATION_FUNCS[qual]
+    if qual in ACTIVATION_MODULES:  # nn.Softmax(dim=1)(x)
+        return None
+    func = expr.func
+    if isinstance(func, cst.Call):  # nn.Softmax(dim=1)(x)
+        inner = context.qualname(func.func)
+        return ACTIVATION_MODULES.get(inner or "")
+    attr = self_attr(func)
+    if attr is not None:
+        return layers.get(attr)
+    if isinstance(func, cst.Attribute) and func.attr.value in ACTIVATION_METHODS and qual is None:
+        return ACTIVATION_METHODS[func.attr.value]
+    return None
+
+
+def module_activation(context: FileContext, expr: cst.BaseExpression) -> Optional[str]:
+    """Return the activation a module constructor produces (``nn.Softmax`` or a Sequential ending in one)."""
+    if not isinstance(expr, cst.Call):
+        return None
+    qual = context.qualname(expr.func)
+    if qual in ACTIVATION_MODULES:
+        return ACTIVATION_MODULES[qual]
+    if qual == "torch.nn.Sequential" and expr.args and not expr.args[-1].star:
+        return module_activation(context, expr.args[-1].value)
+    return None
+
+
+def contains_recurrent(context: FileContext, expr: cst.BaseExpression) -> bool:
+    """True if ``expr`` constructs an RNN/LSTM/GRU (also inside Sequential/ModuleList)."""
+    if not isinstance(expr, cst.Call):
+        return False
+    if context.qualname(expr.func) in RECURRENT_LAYERS:
+        return True
+    return any(contains_recurrent(context, arg.value) for arg in expr.args)
+
+
+class FactsCollector(cst.BatchableCSTVisitor):
+    """Collect ClassFacts for every top-level or nested class during the traversal."""
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.facts = FileFacts()
+        # per open class: its facts and what each self.<attr> holds (an activation, or "class:<Name>")
+        self._stack: list[tuple[ClassFacts, dict[str, str]]] = []
+        self._in_forward = 0
+        self._locals: list[dict[str, str]] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        bases = []
+        direct = False
+        for arg in node.bases:
+            qual = self.context.qualname(arg.value) or dotted_name(arg.value) or ""
+            direct = direct or is_module_subclass_base(qual)
+            bases.append(qual)
+        facts = ClassFacts(node.name.value, bases=bases, direct_module=direct)
+        self._stack.append((facts, {}))
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        facts, _ = self._stack.pop()
+        self.facts.classes[facts.name] = facts
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if not self._stack:
+            return
+        facts, layers = self._stack[-1]
+        for target in node.targets:
+            attr = self_attr(target.target)
+            if attr is not None:
+                activation = module_activation(self.context, node.value) or self._user_class(node.value)
+                if activation:
+                    layers[attr] = activation
+                facts.recurrent = facts.recurrent or contains_recurrent(self.context, node.value)
+            elif self._in_forward and isinstance(target.target, cst.Name) and self._locals:
+                activation = activation_of(self.context, node.value, layers)
+                local_scope = self._locals[-1]
+                if activation:
+                    local_scope[target.target.value] = activation
+                else:
+                    local_scope.pop(target.target.value, None)
+
+    def _user_class(self, value: cst.BaseExpression) -> Optional[str]:
+        """Return ``class:Name`` when ``value`` builds an instance of a (non-torch) class."""
+        if not isinstance(value, cst.Call):
+            return None
+        name = dotted_name(value.func)
+        qual = self.context.qualname(value.func)
+        if name is None or (qual or "").startswith("torch.") or not name.rsplit(".", 1)[-1][:1].isupper():
+            return None
+        return f"class:{qual or name}"
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self._stack and node.name.value == "forward":
+            self._in_forward += 1
+            self._locals.append({})
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if self._stack and original_node.name.value == "forward":
+            self._in_forward -= 1
+            self._locals.pop()
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if not self._stack or not self._in_forward or node.value is None:
+            return
+        facts, layers = self._stack[-1]
+        value = _unwrap_shape(node.value)
+        activation = activation_of(self.context, value, layers)
+        if activation is None and isinstance(value, cst.Name) and self._locals:
+            activation = self._locals[-1].get(value.value)
+        if activation is None:
+            attr = self_attr(value.func) if isinstance(value, cst.Call) else None
+            activation = layers.get(attr) if attr else None
+        if activation and activation not in facts.returns:
+            facts.returns.append(activation)
+        elif activation is None and "logits" not in facts.returns:
+            facts.returns.append("logits")  # any other return: not provably an activation

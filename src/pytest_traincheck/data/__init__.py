@@ -1,0 +1,1 @@
+"""Dataset checks for CSV + image datasets and the ``traincheck data`` command."""

@@ -1,0 +1,302 @@
+"""Isolation and bounded execution of the user's setup for one check.
+
+A `Harness` hands a check fresh objects from the setup's factories, the fixed
+batch, and `Session`s that run the user's step under a `Trace`. `isolated()`
+forks and restores torch's global state around each check, and `Clock`
+enforces the per-check time budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from pytest_traincheck.harness.spec import SetupError, Training
+from pytest_traincheck.harness.trace import Trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_traincheck.harness.session import Session
+
+__all__ = ["BudgetExceeded", "Harness", "SetupData", "UserCodeError", "isolated"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BudgetExceeded(BaseException):
+    """The check ran past its time budget (a BaseException so `except Exception` cannot eat it)."""
+
+
+class UserCodeError(Exception):
+    """The user's factory, step or evaluate function raised; carries their traceback."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        self.where, self.original = where, exc
+        super().__init__(f"{where} raised {type(exc).__name__}: {exc}")
+        self.user_traceback = user_traceback(exc)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """Format ``exc``'s traceback without traceback entries from traincheck itself."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    text = "".join(traceback.format_list(frames))
+    return "Traceback (user code):\n" + text + "".join(traceback.format_exception_only(type(exc), exc))
+
+
+def call_user(where: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call user code, turning its exceptions into `UserCodeError` naming ``where``."""
+    try:
+        return fn(*args)
+    except (BudgetExceeded, SetupError, UserCodeError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any user failure becomes an ERROR result
+        raise UserCodeError(where, exc) from exc
+
+
+# -- global state -----------------------------------------------------------------------
+@contextlib.contextmanager
+def isolated(seed: int) -> Iterator[None]:
+    """Seed every RNG, then restore RNGs, grad mode, dtype, flags and threads, even on error."""
+    saved = _save_state()
+    try:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np = _numpy()
+        if np is not None:
+            np.random.seed(seed % 2**32)
+        yield
+    finally:
+        _restore_state(saved)
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy is optional
+        return None
+    return numpy
+
+
+def _save_state() -> dict[str, Any]:
+    np = _numpy()
+    state: dict[str, Any] = {
+        "torch_rng": torch.get_rng_state(),
+        "random": random.getstate(),
+        "numpy": np.random.get_state() if np is not None else None,
+        "grad": torch.is_grad_enabled(),
+        "dtype": torch.get_default_dtype(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn": (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+        "threads": torch.get_num_threads(),
+        "anomaly": torch.is_anomaly_enabled(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_state(state: dict[str, Any]) -> None:
+    # Setters run only on change: use_deterministic_algorithms() imports torch._inductor.
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["random"])
+    if state["numpy"] is not None:
+        _numpy().random.set_state(state["numpy"])
+    torch.set_grad_enabled(state["grad"])
+    if torch.get_default_dtype() != state["dtype"]:
+        torch.set_default_dtype(state["dtype"])
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if flags != (state["deterministic"], state["deterministic_warn"]):
+        torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["deterministic_warn"])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = state["cudnn"]
+    if torch.get_num_threads() != state["threads"]:
+        torch.set_num_threads(state["threads"])
+    if torch.is_anomaly_enabled() != state["anomaly"]:
+        torch.set_anomaly_enabled(state["anomaly"])
+    if "cuda_rng" in state:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+# -- time budget ------------------------------------------------------------------------
+class Clock:
+    """A per-check time budget: soft checks from hooks, plus a SIGALRM backstop in the main thread."""
+
+    def __init__(self, budget: Optional[float]) -> None:
+        self.budget = budget
+        self.start = time.monotonic()
+        self.where = "setup"
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the check started."""
+        return time.monotonic() - self.start
+
+    def check(self) -> None:
+        """Raise `BudgetExceeded` once the budget is spent (called from step/forward hooks)."""
+        if self.budget is not None and self.elapsed > self.budget:
+            raise BudgetExceeded(self._message())
+
+    def _message(self) -> str:
+        return (f"the check ran past its time budget of {self.budget:g}s ({self.elapsed:.1f}s, in {self.where}); "
+                "make the setup smaller (model, batch_size, overfit_steps) or raise --train-sanity-budget")
+
+    @contextlib.contextmanager
+    def backstop(self) -> Iterator[None]:
+        """Interrupt code that never reaches a hook (a hang in the user's step) with SIGALRM."""
+        usable = (self.budget is not None and hasattr(signal, "setitimer")
+                  and threading.current_thread() is threading.main_thread())
+        if not usable:
+            yield
+            return
+        assert self.budget is not None
+        grace = self.budget + max(2.0, 0.5 * self.budget)
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise BudgetExceeded(self._message())
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, grace)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if old_delay:  # re-arm a timer someone else (pytest-timeout) had set
+                signal.setitimer(signal.ITIMER_REAL, max(old_delay - self.elapsed, 0.001), old_interval)
+
+
+# -- per-setup data ---------------------------------------------------------------------------
+@dataclass
+class SetupData:
+    """What every check of one setup shares: the fixed batches (on CPU), loaded once."""
+
+    training: Training
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    eval_inputs: Optional[torch.Tensor] = None
+    eval_targets: Optional[torch.Tensor] = None
+    models_seen: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+
+    @classmethod
+    def load(cls, training: Training, seed: int) -> SetupData:
+        """Take the first batch of ``data`` (and ``eval_data``), capped at ``batch_size`` samples."""
+        with isolated(seed):
+            x, y = first_batch(training.data, "data", training.batch_size)
+            ex = ey = None
+            if training.eval_data is not None:
+                ex, ey = first_batch(training.eval_data, "eval_data", training.batch_size)
+        return cls(training, x, y, ex, ey)
+
+
+def first_batch(data: Any, where: str, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the first ``(inputs, targets)`` batch of ``data``, validated and cut to ``cap`` samples."""
+    try:
+        batch = next(iter(data))
+    except StopIteration:
+        raise SetupError(f"`{where}` is empty: it must yield at least one (inputs, targets) batch") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UserCodeError(f"iterating `{where}`", exc) from exc
+    if isinstance(batch, dict):
+        raise SetupError(f"`{where}` yields dicts (keys: {', '.join(map(str, batch))}); traincheck needs "
+                         "(inputs, targets) pairs: wrap it, e.g. `data=[(b['x'], b['y']) for b in loader]`")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        size = len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise SetupError(f"`{where}` yields {size}-element batches; traincheck needs (inputs, targets) pairs: "
+                         "drop the extra items, e.g. `data=[(x, y) for x, y, *_ in loader]`")
+    x, y = batch
+    for label, t in (("inputs", x), ("targets", y)):
+        if not isinstance(t, torch.Tensor):
+            raise SetupError(f"`{where}` batch {label} are {type(t).__name__}, not torch.Tensor")
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise SetupError(f"`{where}` batch inputs {tuple(x.shape)} and targets {tuple(y.shape)} "
+                         "must share their first (batch) dimension")
+    return x[:cap].detach().clone(), y[:cap].detach().clone()
+
+
+# -- the harness ------------------------------------------------------------------------------
+class Harness:
+    """Give a check fresh objects, the fixed batch and instrumented sessions for one setup."""
+
+    def __init__(self, data: SetupData, *, seed: int = 0, device: Optional[str] = None,
+                 budget: Optional[float] = None) -> None:
+        self.data, self.training, self.seed = data, data.training, seed
+        self.device = torch.device(device or data.training.device or "cpu")
+        self.clock = Clock(budget)
+        # Set by the runner only for a TensorBoard log: sessions then record per-step series into it.
+        self.series: Optional[dict[str, list[float]]] = None
+
+    @property
+    def has_user_step(self) -> bool:
+        """True when the user declared `step` or `train_epoch`."""
+        return self.training.has_user_step
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return a fresh copy of the fixed training batch on the device."""
+        return self.data.inputs.to(self.device, copy=True), self.data.targets.to(self.device, copy=True)
+
+    def eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the fixed evaluation batch (the training batch when no `eval_data`)."""
+        if self.data.eval_inputs is None or self.data.eval_targets is None:
+            return self.batch()
+        return self.data.eval_inputs.to(self.device, copy=True), self.data.eval_targets.to(self.device, copy=True)
+
+    def model(self) -> nn.Module:
+        """Build a fresh model on the device, refusing a factory that returns the same object."""
+        self.clock.where = "the `model` factory"
+        model = call_user("the `model` factory", self.training.model)
+        if not isinstance(model, nn.Module):
+            raise SetupError(f"the `model` factory returned {type(model).__name__}, not an nn.Module")
+        if model in self.data.models_seen:
+            raise SetupError("the `model` factory returned the same nn.Module object twice; checks need a fresh "
+                             "model each call: build it inside the factory, e.g. `model=lambda: Net()`")
+        self.data.models_seen.add(model)
+        return model.to(self.device).train()
+
+    def optimizer(self, model: nn.Module) -> Any:
+        """Build a fresh optimizer over ``model``'s parameters."""
+        self.clock.where = "the `optimizer` factory"
+        opt = call_user("the `optimizer` factory", self.training.optimizer, model.parameters())
+        if not hasattr(opt, "param_groups") or not hasattr(opt, "register_step_pre_hook"):
+            raise SetupError(f"the `optimizer` factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+        model_ids = {id(p) for p in model.parameters()}
+        if model_ids and not any(id(p) in model_ids for g in opt.param_groups for p in g["params"]):
+            raise SetupError("the `optimizer` factory returned an optimizer over other parameters than the "
+                             "model it was given; build it from the `params` argument, e.g. "
+                             "`optimizer=lambda params: torch.optim.SGD(params, lr=0.1)`")
+        return opt
+
+    @contextlib.contextmanager
+    def session(self, *, track_updates: bool = False) -> Iterator[Session]:
+        """Yield a `Session` (fresh model + optimizer under a `Trace`); remove every hook after."""
+        from pytest_traincheck.harness.session import Session
+
+        model = self.model()
+        optimizer = self.optimizer(model)
+        trace = Trace(model, optimizer, self.clock.check, track_updates=track_updates)
+        recorder = None
+        if self.series is not None:
+            from pytest_traincheck.harness.tensorboard import SeriesRecorder
+
+            recorder = SeriesRecorder(model, optimizer, self.series)
+        try:
+            yield Session(self, model, optimizer, trace)
+        finally:
+            trace.close()
+            if recorder is not None:
+                recorder.close()
+
+
+def finite(value: Optional[float]) -> bool:
+    """True for a real, finite number."""
+    return value is not None and math.isfinite(value)

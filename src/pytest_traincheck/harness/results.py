@@ -1,0 +1,81 @@
+"""`Report`: the results of every check on every setup, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_traincheck.harness.check import CheckResult, Verdict
+from pytest_traincheck.harness.sparkline import sparkline
+
+__all__ = ["Report"]
+
+
+@dataclass
+class Report:
+    """Results per setup plus what is needed to reproduce the run (seed, device, versions)."""
+
+    results: list[CheckResult] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed or errored."""
+        return not self.problems
+
+    @property
+    def problems(self) -> list[CheckResult]:
+        """Return the FAIL and ERROR results."""
+        return [r for r in self.results if r.verdict.is_problem]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        """Return the WARN results."""
+        return [r for r in self.results if r.verdict is Verdict.WARN]
+
+    def by_setup(self) -> dict[str, list[CheckResult]]:
+        """Group the results by setup name, in run order."""
+        groups: dict[str, list[CheckResult]] = {}
+        for r in self.results:
+            groups.setdefault(r.setup, []).append(r)
+        return groups
+
+    def get(self, code: str, setup: str | None = None) -> CheckResult:
+        """Return the result of ``code`` (for ``setup`` when several were checked)."""
+        for r in self.results:
+            if r.code == code and (setup is None or r.setup == setup):
+                return r
+        raise KeyError(code if setup is None else f"{setup}::{code}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: meta, then results grouped by setup."""
+        return {"meta": self.meta, "ok": self.ok,
+                "setups": {name: [r.to_dict() for r in rs] for name, rs in self.by_setup().items()}}
+
+    def to_json(self, indent: int = 2) -> str:
+        """Serialize the report as JSON."""
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def summary(self) -> str:
+        """Return a table per setup: code, slug, verdict, time and a short message."""
+        lines = []
+        for name, results in self.by_setup().items():
+            counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
+            tally = ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
+            lines.append(f"setup {name!r}: {tally}")
+            width = max(len(r.title) for r in results)
+            for r in results:
+                short = r.message.splitlines()[0] if r.message else ""
+                if len(short) > 90:
+                    short = short[:87] + "..."
+                curve = f"  {sparkline(r.curve, 24)}" if r.code == "TRN601" and r.curve else ""
+                lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}{curve}")
+        return "\n".join(lines)
+
+    def describe_problems(self) -> str:
+        """Return the full text of every FAIL/ERROR (and WARN) result."""
+        return "\n\n".join(r.describe() for r in self.problems + self.warnings)
+
+    def __str__(self) -> str:
+        return self.summary()

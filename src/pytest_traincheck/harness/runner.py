@@ -1,0 +1,192 @@
+"""`run_checks`: the pure Python API behind the pytest plugin and the fixture."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+
+from pytest_traincheck import catalog
+from pytest_traincheck.harness.check import Check, CheckResult, Verdict, all_checks
+from pytest_traincheck.harness.core import BudgetExceeded, Harness, SetupData, UserCodeError, isolated
+from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
+
+__all__ = ["DEFAULT_BUDGET", "enabled_codes", "prepare", "run_check", "run_checks"]
+
+DEFAULT_BUDGET = 60.0  # seconds per check; generous for CPU, bounded for a hanging step
+SEED_RETRIES = 2  # stochastic checks get up to 1 + 2 seeds before a non-PASS verdict
+
+
+def enabled_codes(select: Optional[Iterable[str]] = None, ignore: Optional[Iterable[str]] = None) -> list[str]:
+    """Return the check codes that run: the most specific selector wins, ignore on ties."""
+    chosen, ignored = list(select or []), list(ignore or [])
+    for selector in chosen + ignored:
+        if not catalog.is_valid_selector(selector):
+            raise ValueError(f"unknown check code or prefix {selector!r}")
+    codes = []
+    for code, cls in all_checks().items():
+        on = max((len(s) for s in chosen if catalog.matches(code, [s])), default=-1)
+        if not chosen and cls.DEFAULT_ON:
+            on = 0
+        off = max((len(s) for s in ignored if catalog.matches(code, [s])), default=-1)
+        if on >= 0 and on > off:
+            codes.append(code)
+    return codes
+
+
+def prepare(training: Training, seed: int = 0) -> SetupData:
+    """Load the setup's fixed batches and confirm its factories return fresh objects."""
+    data = SetupData.load(training, seed)
+    with isolated(seed):
+        harness = Harness(data, seed=seed, device="cpu")
+        first, second = harness.model(), harness.model()  # raises on the same object twice
+        opt_a, opt_b = harness.optimizer(first), harness.optimizer(second)
+        if opt_a is opt_b:
+            raise SetupError("the `optimizer` factory returned the same optimizer twice; build a new one "
+                             "from its `params` argument each call")
+    return data
+
+
+def device_problem(device: Optional[str]) -> Optional[str]:
+    """Return why ``device`` cannot be used here, or None."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        return f"invalid device {device!r}: {exc}"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"device {device!r} requested but CUDA is not available (torch.cuda.is_available() is False)"
+    return None
+
+
+def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, device: Optional[str] = None,
+              budget: Optional[float] = DEFAULT_BUDGET, strict: bool = False,
+              series: Optional[dict[str, list[float]]] = None) -> CheckResult:
+    """Run one check on one prepared setup and return its result (never raises for user errors).
+
+    Given a ``series`` dict, the per-step gradient norms and update ratios of the session
+    behind the returned result are recorded into it (for TensorBoard).
+    """
+    cls = all_checks()[code]
+    start = time.monotonic()
+    if isinstance(data, Exception):
+        result, name = _error(cls(), data), ""
+    else:
+        name = data.training.name
+        result = _run_seeds(cls(), data, seed, device or data.training.device, budget, series)
+    if strict and result.verdict is Verdict.WARN:
+        result.verdict = Verdict.FAIL
+        result.message = "(strict) " + result.message
+    result.setup = result.setup or name
+    result.duration = time.monotonic() - start
+    return result
+
+
+def _run_seeds(check: Check, data: SetupData, seed: int, device: Optional[str],
+               budget: Optional[float], series: Optional[dict[str, list[float]]] = None) -> CheckResult:
+    skip = _skip_reason(check, data.training, device)
+    if skip is not None:
+        return check.skipped(skip)
+    first = _run_once(check, data, seed, device, budget, series)
+    if not check.STOCHASTIC or first.verdict in (Verdict.PASS, Verdict.SKIP, Verdict.ERROR):
+        return first
+    first_series = dict(series) if series is not None else None
+    for k in range(1, SEED_RETRIES + 1):
+        retry = _run_once(check, data, seed + k, device, budget, series)
+        if retry.verdict is Verdict.PASS:
+            retry.evidence["seeds"] = f"passed on seed {seed + k} after {k} other seed(s) did not"
+            return retry
+    if series is not None and first_series is not None:  # the series of the run reported
+        series.clear()
+        series.update(first_series)
+    tries = SEED_RETRIES + 1
+    first.evidence["seeds"] = f"{tries}/{tries} seeds ({seed}..{seed + SEED_RETRIES}) did not pass"
+    return first
+
+
+def _skip_reason(check: Check, training: Training, device: Optional[str]) -> Optional[str]:
+    if check.NEEDS_STEP and not training.has_user_step:
+        return "needs the user's own training code: declare `step` or `train_epoch` in the Training"
+    if check.NEEDS_EVALUATE and training.evaluate is None:
+        return "needs the user's evaluation code: declare `evaluate=` in the Training"
+    return device_problem(device)
+
+
+def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
+              budget: Optional[float], series: Optional[dict[str, list[float]]] = None) -> CheckResult:
+    harness = Harness(data, seed=seed, device=device, budget=budget)
+    if series is not None:
+        series.clear()
+        harness.series = series
+    try:
+        with isolated(seed), harness.clock.backstop():
+            return check.run(harness)
+    except (BudgetExceeded, UserCodeError, SetupError) as exc:
+        return _error(check, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in traincheck must not hide the other checks
+        result = _error(check, exc)
+        result.message = f"internal error in traincheck's {check.CODE} check: {type(exc).__name__}: {exc}"
+        result.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return result
+
+
+def _error(check: Check, exc: BaseException) -> CheckResult:
+    if isinstance(exc, UserCodeError):
+        message, tb = f"{exc} while running check {check.CODE}", exc.user_traceback
+    elif isinstance(exc, BudgetExceeded):
+        message, tb = f"{check.CODE}: {exc}", None
+    else:
+        message, tb = f"{type(exc).__name__ if not isinstance(exc, SetupError) else 'setup error'}: {exc}", None
+    result = check.result(Verdict.ERROR, message)
+    result.traceback = tb
+    return result
+
+
+def run_checks(training: Union[Training, Sequence[Training]], select: Optional[Iterable[str]] = None,
+               ignore: Optional[Iterable[str]] = None, seed: int = 0, device: Optional[str] = None,
+               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET, logdir: Optional[str] = None) -> Any:
+    """Run the enabled checks on one or several setups and return a `Report` (and a TensorBoard log)."""
+    from pytest_traincheck.harness.results import Report
+
+    codes = enabled_codes(select, ignore)
+    report = Report(meta=run_meta(seed, device, codes, strict))
+    log = _tensorboard_log(logdir, seed)
+    try:
+        for t in as_trainings(training, "run_checks()"):
+            data = prepare_or_error(t, seed)
+            for code in codes:
+                series = {} if log is not None and code == "TRN601" else None
+                result = run_check(code, data, seed=seed, device=device, budget=budget, strict=strict, series=series)
+                result.setup = t.name
+                report.results.append(result)
+                if log is not None:
+                    log.add(result, series)
+    finally:
+        if log is not None:
+            log.close()
+    return report
+
+
+def _tensorboard_log(logdir: Optional[str], seed: int) -> Any:
+    if logdir is None:
+        return None
+    from pytest_traincheck.harness.tensorboard import TensorBoardLog
+
+    return TensorBoardLog(logdir, seed)
+
+
+def prepare_or_error(training: Training, seed: int) -> Union[SetupData, Exception]:
+    """Return the prepared setup, or the error that every check of it will report."""
+    try:
+        return prepare(training, seed)
+    except (SetupError, UserCodeError, BudgetExceeded) as exc:
+        return exc  # type: ignore[return-value]
+
+
+def run_meta(seed: int, device: Optional[str], codes: list[str], strict: bool) -> dict[str, Any]:
+    """Return what is needed to reproduce a run."""
+    return {"seed": seed, "device": device or "cpu", "torch": torch.__version__, "strict": strict,
+            "checks": codes}

@@ -1,0 +1,184 @@
+"""`Session`: one fresh model + optimizer, driven by the user's step under a `Trace`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pytest_traincheck.harness.core import call_user
+from pytest_traincheck.harness.spec import SetupError
+from pytest_traincheck.harness.trace import Trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytest_traincheck.harness.core import Harness
+
+__all__ = ["Session", "textbook_step"]
+
+CLASSIFICATION_LOSSES = ("cross_entropy", "nll_loss")
+BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
+
+
+def textbook_step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
+    """Run zero_grad -> forward -> loss -> backward -> step, the reference order."""
+    inputs, targets = batch
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+class Session:
+    """Drive one fresh model + optimizer through the user's step, evaluate and plain forwards."""
+
+    def __init__(self, harness: Harness, model: nn.Module, optimizer: Any, trace: Trace) -> None:
+        self.h, self.model, self.optimizer, self.trace = harness, model, optimizer, trace
+        self.training = harness.training
+        self.loss_values: list[float] = []  # every loss_fn result during the user's step
+        self.loss_fn = self._wrap_loss(self.training.loss_fn)
+
+    # -- running user code ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Mark what runs inside as the user's ``step`` or ``evaluate`` (hooks ignore ``harness``)."""
+        previous, self.trace.phase = self.trace.phase, name
+        self.h.clock.where = {"step": "the training step", "evaluate": "`evaluate`"}.get(name, "traincheck")
+        try:
+            yield
+        finally:
+            self.trace.phase = previous
+
+    def step(self) -> float:
+        """Run the user's step (or the textbook step) once on the fixed batch; return its loss."""
+        if self.training.train_epoch is not None:
+            return self.train(1)[0]
+        user = self.training.step
+        fn, where = (user, "the `step` function") if user is not None else (textbook_step, "the textbook step")
+        with self.phase("step"):
+            out = call_user(where, fn, self.model, self.h.batch(), self.optimizer, self.loss_fn)
+        return _as_loss(out, where)
+
+    def train(self, steps: int, stop: Optional[Callable[[list[float]], bool]] = None) -> list[float]:
+        """Run ``steps`` steps on the fixed batch (one `train_epoch` call over repeated batches)."""
+        if self.training.train_epoch is None:
+            losses: list[float] = []
+            for _ in range(steps):
+                losses.append(self.step())
+                if stop is not None and stop(losses):
+                    break
+            return losses
+        start, seen = len(self.loss_values), len(self.trace.losses)
+        with self.phase("step"):
+            call_user("the `train_epoch` function", self.training.train_epoch,
+                      self.model, self.repeated_loader(steps), self.optimizer, self.loss_fn)
+        losses = self.loss_values[start:] or [c.value for c in self.trace.losses[seen:] if c.value is not None]
+        if not losses:
+            raise SetupError("the `train_epoch` function computed no loss that traincheck could see: "
+                             "call the `loss_fn` it is given (or a torch.nn.functional loss)")
+        return losses
+
+    def evaluate(self) -> Any:
+        """Run the user's `evaluate(model, loader)` on the fixed evaluation batch."""
+        if self.training.evaluate is None:
+            raise SetupError("no `evaluate` function declared")
+        x, y = self.h.eval_batch()
+        loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
+        with self.phase("evaluate"):
+            return call_user("the `evaluate` function", self.training.evaluate, self.model, loader)
+
+    def repeated_loader(self, steps: int) -> DataLoader:
+        """Return a DataLoader that yields the fixed batch ``steps`` times."""
+        x, y = self.h.batch()
+        return DataLoader(TensorDataset(x, y), batch_sampler=[list(range(len(x)))] * steps)
+
+    def _wrap_loss(self, loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+        def observed_loss(*args: Any, **kwargs: Any) -> Any:
+            out = loss_fn(*args, **kwargs)
+            if self.trace.phase == "step" and isinstance(out, torch.Tensor) and out.numel() == 1:
+                self.loss_values.append(float(out.detach()))
+            return out
+
+        return observed_loss
+
+    # -- harness-side observations ----------------------------------------------------------
+    def predict(self, train_mode: bool = False) -> Any:
+        """Return the model's output on the fixed batch without gradients, modes restored."""
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.train(train_mode)
+        try:
+            with torch.no_grad():
+                return call_user("the model's forward", self.model, self.h.batch()[0])
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+
+    def accuracy(self) -> Optional[float]:
+        """Return the best of eval/train-mode accuracy on the fixed batch, or None if not classification."""
+        task = self.task()
+        if task not in ("classification", "binary"):
+            return None
+        y = self.h.batch()[1]
+        best: Optional[float] = None
+        for train_mode in (False, True):
+            out = self.predict(train_mode)
+            acc = _accuracy(out, y, task, self.loss_kind())
+            if acc is not None:
+                best = acc if best is None else max(best, acc)
+        return best
+
+    def loss_kind(self) -> Optional[str]:
+        """Return the functional loss the step used (``cross_entropy``, ``mse_loss``...), if seen."""
+        kinds = [c.kind for c in self.trace.losses if c.phase == "step"]
+        return kinds[0] if kinds else None
+
+    def task(self) -> str:
+        """Return the declared task, or infer it from the loss used and the targets."""
+        if self.training.task != "auto":
+            return self.training.task
+        kind = self.loss_kind()
+        if kind in CLASSIFICATION_LOSSES:
+            return "classification"
+        if kind in BINARY_LOSSES:
+            return "binary"
+        if kind == "mse_loss":
+            return "regression"
+        y = self.h.batch()[1]
+        return "classification" if not y.is_floating_point() and not y.is_complex() else "unknown"
+
+    def num_classes(self) -> Optional[int]:
+        """Return the declared class count, else the width of the classification loss input."""
+        if self.training.num_classes is not None:
+            return self.training.num_classes
+        for call in self.trace.losses:
+            if call.kind in CLASSIFICATION_LOSSES and call.input.ndim >= 2:
+                return int(call.input.shape[1])
+        return None
+
+
+def _as_loss(out: Any, where: str) -> float:
+    if out is None:
+        raise SetupError(f"{where} returned None; it must return the loss (a scalar tensor or a float): "
+                         "end it with `return loss`")
+    if isinstance(out, torch.Tensor):
+        if out.numel() != 1:
+            raise SetupError(f"{where} returned a tensor of shape {tuple(out.shape)}; return the scalar loss "
+                             "(use reduction='mean' or call `.mean()`)")
+        return float(out.detach())
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        return float(out)
+    raise SetupError(f"{where} returned {type(out).__name__}; it must return the loss (a scalar tensor or a float)")
+
+
+def _accuracy(out: Any, y: torch.Tensor, task: str, kind: Optional[str]) -> Optional[float]:
+    if not isinstance(out, torch.Tensor) or out.shape[0] != y.shape[0]:
+        return None
+    if task == "classification" and out.ndim >= 2 and out.shape[1] > 1 and not y.is_floating_point():
+        return float((out.argmax(1) == y).float().mean())
+    if task == "binary" and out.numel() == y.numel():
+        threshold = 0.5 if kind == "binary_cross_entropy" else 0.0
+        return float(((out.reshape(y.shape) > threshold) == (y > 0.5)).float().mean())
+    return None

@@ -1,0 +1,124 @@
+"""TensorBoard output of a sanity run: the overfit loss curve, per-step gradient/update series, verdicts.
+
+Nothing here imports tensorboard until a log directory is given. `SeriesRecorder`
+is attached by the harness only when a run asked for series, so a run without
+``--train-sanity-logdir`` pays nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from pytest_traincheck.harness.check import CheckResult
+
+__all__ = ["LOGGED_CODE", "SeriesRecorder", "TensorBoardLog", "TensorBoardMissing", "run_name"]
+
+LOGGED_CODE = "TRN601"  # the check whose session is recorded: it trains longest on one batch
+LOSS_TAG = "overfit/loss"
+INSTALL_HINT = "--train-sanity-logdir needs the `tensorboard` package: pip install tensorboard"
+
+
+class TensorBoardMissing(ImportError):
+    """The `tensorboard` package (needed by torch's SummaryWriter) is not installed."""
+
+
+class SeriesRecorder:
+    """Record per-parameter gradient norms and update ratios ‖Δw‖/‖w‖ at every optimizer step."""
+
+    def __init__(self, model: nn.Module, optimizer: Any, series: dict[str, list[float]]) -> None:
+        self.series = series
+        series.clear()  # the last session of a check is the one its result describes
+        self.names = {id(p): n for n, p in model.named_parameters()}
+        self.optimizer = optimizer
+        self.before: dict[str, torch.Tensor] = {}
+        self._undo: list[Callable[[], None]] = [optimizer.register_step_pre_hook(self._pre).remove,
+                                                optimizer.register_step_post_hook(self._post).remove]
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        while self._undo:
+            self._undo.pop()()
+
+    def _params(self) -> list[tuple[str, torch.Tensor]]:
+        return [(self.names[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]
+                if id(p) in self.names and p.grad is not None]
+
+    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        for name, p in self._params():
+            self.series.setdefault(f"grad_norm/{name}", []).append(float(p.grad.detach().float().norm()))
+            self.before[name] = p.detach().clone()
+
+    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        for name, p in self._params():
+            before = self.before.pop(name, None)
+            if before is not None:
+                delta = float((p.detach() - before).float().norm())
+                ratio = delta / max(float(before.float().norm()), 1e-12)
+                self.series.setdefault(f"update_ratio/{name}", []).append(ratio)
+        self.before.clear()
+
+
+def run_name(setup: str, seed: int) -> str:
+    """Return the run directory name for one setup and seed, safe as a path component."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', setup).strip('._') or 'setup'}-seed{seed}"
+
+
+def summary_writer_class() -> Any:
+    """Return torch's SummaryWriter, or raise `TensorBoardMissing` with a one-line install hint."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TensorBoardMissing(INSTALL_HINT) from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """Write one TensorBoard run per setup under ``logdir``: ``<logdir>/<setup>-seed<seed>``."""
+
+    def __init__(self, logdir: Union[str, Path], seed: int) -> None:
+        self.logdir, self.seed = Path(logdir), seed
+        self.writer_class = summary_writer_class()  # fail at start, not after the first check
+        self.writers: dict[str, Any] = {}
+
+    def run_dir(self, setup: str) -> Path:
+        """Return where the events of ``setup`` go."""
+        return self.logdir / run_name(setup, self.seed)
+
+    def add(self, result: CheckResult, series: Optional[dict[str, list[float]]] = None) -> None:
+        """Log one check's verdict as text, its loss curve and any per-step series as scalars."""
+        writer = self._writer(result.setup)
+        writer.add_text(f"verdicts/{result.code}", _verdict_text(result), global_step=0)
+        if result.code == LOGGED_CODE and result.curve:
+            for step, value in enumerate(result.curve, 1):
+                writer.add_scalar(LOSS_TAG, value, global_step=step)
+        for tag, values in sorted((series or {}).items()):
+            for step, value in enumerate(values, 1):
+                writer.add_scalar(tag, value, global_step=step)
+        writer.flush()
+
+    def close(self) -> None:
+        """Flush and close every writer."""
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+
+    def _writer(self, setup: str) -> Any:
+        if setup not in self.writers:
+            self.writers[setup] = self.writer_class(log_dir=str(self.run_dir(setup)))
+        return self.writers[setup]
+
+
+def _verdict_text(result: CheckResult) -> str:
+    # TensorBoard renders text as markdown.
+    lines = [f"**{result.verdict.name}** `{result.title}`", "", result.message]
+    if result.evidence:
+        facts = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.evidence.items())
+        lines += ["", "evidence: " + ", ".join(facts)]
+    if result.fix and result.verdict.value in ("fail", "warn"):
+        lines += ["", f"fix: {result.fix}"]
+    return "\n".join(lines)

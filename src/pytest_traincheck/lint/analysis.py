@@ -1,0 +1,232 @@
+"""Analyse one file: parse it once, run every enabled rule in one traversal, apply fixes.
+
+This is the half of the engine that needs libcst; ``engine`` imports it only
+when a file must actually be linted, so a run answered from the cache never
+loads the parser or the rules.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from pytest_traincheck.lint.findings import Finding
+from pytest_traincheck.lint import fixer
+from pytest_traincheck.lint.rule import RawFinding, Rule
+from pytest_traincheck.lint.context import FileContext, ImportTracker
+from pytest_traincheck.lint.engine import FileResult, Settings, syntax_finding
+from pytest_traincheck.analyses.facts import FactsCollector, FileFacts
+from pytest_traincheck.lint.noqa import parse_noqa, suppressed
+from pytest_traincheck.lint.walk import walk
+
+# Beyond these, libcst's parser becomes too slow (super-linear on huge files and long
+# operator chains) or crashes (deep nesting): such files are reported, not linted.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_LINE_CHARS = 20_000
+MAX_NESTING = 200  # CPython's own limit for nested brackets
+# A file that imports another deep-learning framework and never mentions torch is that
+# framework's code (d2l ships mxnet.py and tensorflow.py twins of its torch.py): not linted.
+_OTHER_FRAMEWORK = re.compile(rb"^\s*(?:import|from)\s+(?:mxnet|tensorflow|jax|keras|paddle|mindspore|oneflow)\b",
+                              re.MULTILINE)
+# Words a file must contain for the facts pass to learn anything about its classes.
+FACTS_TRIGGERS = ("torch", "nn.", "Module", "softmax", "sigmoid", "LSTM", "GRU", "RNN")
+
+
+def decode_problem(data: bytes) -> Optional[str]:
+    """Return why ``data`` cannot be linted as Python text, or None."""
+    if len(data) > MAX_FILE_BYTES:
+        return f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB (generated code?); not linted"
+    if b"\x00" in data:
+        return "file contains NUL bytes (binary?); not linted"
+    longest = max((len(line) for line in data.splitlines()), default=0)
+    if longest > MAX_LINE_CHARS:
+        return f"a line is {longest} characters long (generated code?); not linted"
+    if _nesting(data) > MAX_NESTING:
+        try:
+            ast.parse(data)
+        except SyntaxError as exc:  # CPython refuses it too: report its words
+            return f"SyntaxError: {exc.msg}"
+        except (ValueError, RecursionError, MemoryError):
+            pass
+        return f"brackets nested deeper than {MAX_NESTING} levels; not linted"
+    return None
+
+
+def _nesting(data: bytes) -> int:
+    """Return the deepest bracket nesting, counting brackets inside strings too (an upper bound)."""
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= MAX_NESTING:
+        return 0
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+_OPENING = frozenset(b"([{")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
+
+
+def parse(path: str, data: bytes) -> tuple[Optional[cst.Module], Optional[Finding]]:
+    """Parse ``data`` with libcst, turning every failure into a TRN000 finding."""
+    problem = decode_problem(data)
+    if problem:
+        return None, syntax_finding(path, 1, 1, problem)
+    try:
+        return cst.parse_module(data), None
+    except cst.ParserSyntaxError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else "invalid syntax"
+        return None, syntax_finding(path, exc.raw_line, exc.raw_column + 1, f"SyntaxError: {message}")
+    except (UnicodeDecodeError, LookupError) as exc:
+        return None, syntax_finding(path, 1, 1, f"cannot decode file: {exc}")
+    except RecursionError:
+        return None, syntax_finding(path, 1, 1, "expression nesting too deep to parse")
+    except Exception as exc:  # libcst raises assorted errors on exotic input
+        return None, syntax_finding(path, 1, 1, f"cannot parse: {type(exc).__name__}: {exc}")
+
+
+def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
+    return [r for r in rules if not r.TRIGGERS or any(t in text for t in r.TRIGGERS)]
+
+
+def build_visitors(context: FileContext, rules: Sequence[type[Rule]],
+              facts: Optional[FactsCollector] = None) -> list[cst.BatchableCSTVisitor]:
+    """Build ``rules`` on ``context``, preceded by the import tracker, ``facts`` and the analyses they read."""
+    instances = [rule(context) for rule in rules]
+    kinds = dict.fromkeys(kind for rule in rules for kind in rule.ANALYSES)
+    first: list[cst.BatchableCSTVisitor] = [ImportTracker(context)] + ([facts] if facts is not None else [])
+    return [*first, *(context.shared(kind) for kind in kinds), *instances]
+
+
+def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:
+    """Run the import tracker, the facts collector, the shared analyses and ``rules`` in one traversal."""
+    facts = FactsCollector(context)
+    try:
+        walk(context.module, build_visitors(context, rules, facts))
+        return facts.facts, []
+    except RecursionError:
+        raise
+    except Exception:
+        pass
+    # Some rule raised: run each rule alone, on a fresh context so that no state the failed
+    # traversal left behind leaks in, to keep the others' findings and name the culprit.
+    failed: list[str] = []
+    context.raw.clear()
+    facts = FactsCollector(context.fresh())
+    walk(context.module, build_visitors(facts.context, [], facts))
+    for rule in rules:
+        alone = context.fresh()
+        try:
+            walk(context.module, build_visitors(alone, [rule]))
+        except Exception as exc:
+            failed.append(f"{rule.CODE} ({rule.__name__}) raised {type(exc).__name__}: {exc}")
+            continue
+        context.raw.extend(alone.raw)
+    return facts.facts, failed
+
+
+def _to_finding(context: FileContext, raw: RawFinding, fixable: bool) -> Finding:
+    pos = context.wrapper.resolve(PositionProvider)[raw.node]
+    rule = raw.rule
+    return Finding(
+        path=context.path,
+        line=pos.start.line,
+        column=pos.start.column + 1,
+        end_line=pos.end.line,
+        end_column=pos.end.column + 1,
+        code=rule.CODE,
+        message=raw.message,
+        fixable=fixable,
+        fix_title=rule.FIX_TITLE,
+        severity=rule.SEVERITY,
+        unsafe_fix=raw.fix is not None and not rule.FIX_SAFE,
+    )
+
+
+def _file_ignores(settings: Settings, path: str) -> list[str]:
+    codes: list[str] = []
+    for pattern, ignored in settings.per_file_ignores.items():
+        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(Path(path).name, pattern) or path.startswith(pattern.rstrip("/") + "/"):
+            codes.extend(ignored)
+    return codes
+
+
+def _can_fix(raw: RawFinding, settings: Settings) -> bool:
+    return raw.fix is not None and (raw.rule.FIX_SAFE or settings.unsafe_fixes)
+
+
+def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Optional[cst.Module], list[RawFinding]]:
+    """Lint one file's bytes; return the result, the tree and the raw findings kept."""
+    result = FileResult(path)
+    text = data.decode("utf-8", errors="replace")
+    rules = _triggered(settings.rules(), text)
+    needs_facts = any(t in text for t in FACTS_TRIGGERS)
+    if b"torch" not in data and _OTHER_FRAMEWORK.search(data):
+        rules, needs_facts = [], False
+    if not rules and not needs_facts:
+        return result, None, []  # nothing could fire: skip the parse
+    module, error = parse(path, data)
+    if error is not None:
+        result.findings.append(error)  # a file that does not parse is always reported
+        return result, None, []
+    context = FileContext(path, text, module, MetadataWrapper(module, unsafe_skip_copy=True), settings.torch_version)
+    try:
+        facts, failures = _traverse(context, rules)
+    except RecursionError:
+        result.findings.append(syntax_finding(path, 1, 1, "expression nesting too deep to analyse"))
+        return result, None, []
+    result.facts = facts
+    for failure in failures:
+        result.internal_error = True
+        result.findings.append(Finding(path, 1, 1, 1, 1, "TRN001", f"internal error: {failure}"))
+    noqa = parse_noqa(text)
+    ignored = _file_ignores(settings, path)
+    kept: list[RawFinding] = []
+    for raw in context.raw:
+        finding = _to_finding(context, raw, fixable=_can_fix(raw, settings))
+        if any(finding.code.startswith(c) for c in ignored):
+            continue
+        if suppressed(noqa, finding.line, finding.code) or suppressed(noqa, finding.end_line, finding.code):
+            continue
+        kept.append(raw)
+        if raw.condition is None:
+            result.findings.append(finding)
+        else:
+            result.deferred.append((finding, raw.condition))
+    return result, module, kept
+
+
+def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
+    """Lint one file, applying fixes first when ``settings.fix`` is on."""
+    result, module, kept = analyse(path, data, settings)
+    if not settings.fix or module is None:
+        return result
+    fixed_total = 0
+    current = data
+    for _ in range(fixer.MAX_ROUNDS):
+        fixes = [raw for raw in kept if _can_fix(raw, settings) and raw.condition is None]
+        if not fixes or module is None:
+            break
+        new_source = fixer.apply(module, fixes)
+        if new_source is None or new_source.encode(module.encoding) == current:
+            break
+        fixed_total += len(fixes)
+        current = new_source.encode(module.encoding)
+        result, module, kept = analyse(path, current, settings)
+    if fixed_total:
+        encoding = module.encoding if module is not None else "utf-8"
+        result.fixed_source = current.decode(encoding)
+        result.encoding = encoding
+        result.fixed = fixed_total
+    return result

@@ -1,0 +1,191 @@
+"""Isolation, error handling and budgets of the harness and the Python API."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_traincheck import CheckResult, Report, Training, Verdict, run_checks
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.runner import enabled_codes, prepare, run_check
+from pytest_traincheck.harness.spec import SetupError
+
+
+def _state() -> tuple:
+    return (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].tolist(), torch.is_grad_enabled(),
+            torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+            torch.is_anomaly_enabled(), torch.nn.utils.clip_grad_norm_)
+
+
+def _vandal_step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    torch.manual_seed(1234)
+    random.seed(5)
+    np.random.seed(6)
+    torch.set_grad_enabled(False)
+    torch.set_default_dtype(torch.float64)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(3)
+    torch.set_anomaly_enabled(True)
+    raise ValueError("boom in user code")
+
+
+def test_global_state_and_patches_restored_even_when_user_code_raises() -> None:
+    torch.manual_seed(99)
+    before = _state()
+    report = run_checks(ex.setup(step=_vandal_step), select=["TRN101", "TRN105", "TRN601"])
+    after = _state()
+    assert torch.equal(before[0], after[0])
+    assert before[1:] == after[1:]
+    assert report.get("TRN101").verdict is Verdict.ERROR
+
+
+def test_user_error_shows_user_traceback_and_other_checks_still_run() -> None:
+    report = run_checks(ex.setup(step=_vandal_step), select=["TRN1", "TRN2"])
+    err = report.get("TRN101")
+    assert err.verdict is Verdict.ERROR
+    assert "the `step` function raised ValueError: boom in user code while running check TRN101" in err.message
+    assert "_vandal_step" in err.traceback and "checks/harness.py" not in err.traceback
+    assert report.get("TRN202").verdict is Verdict.PASS  # needs no user step
+
+
+def test_model_factory_raising_is_an_error_for_every_check() -> None:
+    def broken() -> Any:
+        raise RuntimeError("no such layer")
+
+    report = run_checks(ex.setup(model=broken), select=["TRN101", "TRN604"])
+    assert {r.verdict for r in report.results} == {Verdict.ERROR}
+    assert "the `model` factory raised RuntimeError: no such layer" in report.results[0].message
+
+
+def test_factory_returning_same_object_is_refused() -> None:
+    net = ex.MLP()
+    with pytest.raises(SetupError, match="same nn.Module object twice"):
+        prepare(ex.setup(model=lambda: net))
+    report = run_checks(ex.setup(model=lambda: net), select=["TRN604"])
+    assert report.get("TRN604").verdict is Verdict.ERROR
+
+
+def test_model_instance_instead_of_factory_is_refused() -> None:
+    with pytest.raises(SetupError, match="factory returning a fresh nn.Module"):
+        ex.setup(model=ex.MLP())
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ([{"x": torch.zeros(2, 8), "y": torch.zeros(2)}], "yields dicts"),
+    ([(torch.zeros(2, 8), torch.zeros(2), torch.zeros(2))], "3-element batches"),
+    ([], "is empty"),
+])
+def test_bad_batches_get_clear_messages(data: Any, match: str) -> None:
+    with pytest.raises(SetupError, match=match):
+        prepare(ex.setup(data=data))
+
+
+@pytest.mark.parametrize(("returned", "match"), [
+    (None, "returned None"), (torch.ones(3), r"tensor of shape \(3,\)"), ("x", "returned str")])
+def test_step_must_return_a_scalar_loss(returned: Any, match: str) -> None:
+    def step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        ex.good_step(model, batch, optimizer, loss_fn)
+        return returned
+
+    result = run_check("TRN604", prepare(ex.setup(step=step)))
+    assert result.verdict is Verdict.ERROR
+    assert pytest.importorskip("re").search(match, result.message)
+
+
+def test_slow_step_hits_the_budget_via_hooks() -> None:
+    def slow(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        time.sleep(0.3)
+        return ex.good_step(model, batch, optimizer, loss_fn)
+
+    start = time.monotonic()
+    result = run_check("TRN601", prepare(ex.setup(step=slow)), budget=0.5)
+    assert result.verdict is Verdict.ERROR and "time budget of 0.5s" in result.message
+    assert time.monotonic() - start < 5
+
+
+def test_hanging_step_is_interrupted_by_the_backstop() -> None:
+    def hang(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        time.sleep(60)
+
+    start = time.monotonic()
+    result = run_check("TRN601", prepare(ex.setup(step=hang)), budget=0.2)
+    assert result.verdict is Verdict.ERROR and "time budget" in result.message
+    assert time.monotonic() - start < 10
+
+
+def test_train_epoch_is_fed_repeated_batches() -> None:
+    def epoch(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+        for batch in loader:
+            ex.good_step(model, batch, optimizer, loss_fn)
+
+    result = run_check("TRN601", prepare(ex.setup(step=None, train_epoch=epoch, overfit_steps=40)))
+    assert result.verdict is Verdict.PASS and result.curve and len(result.curve) == 40
+
+
+def test_checks_needing_user_code_skip_with_a_reason() -> None:
+    report = run_checks(ex.setup(step=None), select=["TRN101", "TRN301"])
+    assert report.get("TRN101").verdict is Verdict.SKIP and "declare `step`" in report.get("TRN101").message
+    assert report.get("TRN301").verdict is Verdict.SKIP and "evaluate=" in report.get("TRN301").message
+
+
+def test_strict_turns_warn_into_fail() -> None:
+    from pytest_traincheck.checks.bias_before_batchnorm import BiasBeforeBatchNorm
+
+    data = prepare(BiasBeforeBatchNorm.FAILING[0]())
+    assert run_check("TRN202", data).verdict is Verdict.WARN
+    strict = run_check("TRN202", data, strict=True)
+    assert strict.verdict is Verdict.FAIL and strict.message.startswith("(strict)")
+
+
+def test_select_and_ignore_use_code_prefixes() -> None:
+    assert enabled_codes(["TRN1"]) == ["TRN101", "TRN102", "TRN103", "TRN105", "TRN106"]
+    assert "TRN105" not in enabled_codes(["TRN1"], ["TRN105"])
+    assert enabled_codes(["TRN105"], ["TRN1"]) == ["TRN105"]  # the more specific selector wins
+    with pytest.raises(ValueError, match="XYZ"):
+        enabled_codes(["XYZ"])
+
+
+def test_cuda_request_without_cuda_skips() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    result = run_check("TRN604", prepare(ex.setup()), device="cuda")
+    assert result.verdict is Verdict.SKIP and "CUDA is not available" in result.message
+
+
+def test_report_json_and_summary() -> None:
+    report = run_checks([ex.setup("a"), ex.setup("b", step=None)], select=["TRN101", "TRN604"], seed=3)
+    assert isinstance(report, Report) and report.ok
+    data = json.loads(report.to_json())
+    assert data["meta"]["seed"] == 3 and data["meta"]["checks"] == ["TRN101", "TRN604"]
+    assert [r["verdict"] for r in data["setups"]["b"]] == ["skip", "pass"]
+    assert "setup 'a'" in report.summary() and "TRN604-initial-loss-off" in report.summary()
+    assert isinstance(report.results[0], CheckResult)
+
+
+def test_duplicate_setup_names_are_refused() -> None:
+    with pytest.raises(SetupError, match="unique"):
+        run_checks([ex.setup("a"), ex.setup("a")])
+
+
+def test_training_is_keyword_only_and_validated() -> None:
+    with pytest.raises(TypeError):
+        Training("x", ex.MLP, None, None, [])  # type: ignore[misc]
+    with pytest.raises(SetupError, match="either `step`"):
+        ex.setup(train_epoch=lambda *a: None)
+    with pytest.raises(SetupError, match="task"):
+        ex.setup(task="segmentation")
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pytest_traincheck, pytest_traincheck.plugin, pytest_traincheck.checks; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
