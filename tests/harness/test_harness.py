@@ -13,7 +13,10 @@ import torch
 
 from pytest_traincheck import CheckResult, Report, Training, Verdict, run_checks
 from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import all_checks
+from pytest_traincheck.harness.results import summary_lines
 from pytest_traincheck.harness.runner import enabled_codes, prepare, run_check
+from pytest_traincheck.harness.sparkline import sparkline
 from pytest_traincheck.harness.spec import SetupError
 
 
@@ -166,6 +169,18 @@ def test_report_json_and_summary() -> None:
     assert [r["verdict"] for r in data["setups"]["b"]] == ["skip", "pass"]
     assert "setup 'a'" in report.summary() and "TRN604-initial-loss-off" in report.summary()
     assert isinstance(report.results[0], CheckResult)
+    # the pytest plugin renders the dicts its workers send back with the same table
+    again = [CheckResult.from_dict(json.loads(json.dumps(r.to_dict()))) for r in report.results]
+    assert "\n".join(summary_lines(again)) == report.summary()
+
+
+def test_the_overfit_check_alone_records_series_and_draws_its_curve() -> None:
+    recorders = [code for code, cls in all_checks().items() if cls.RECORDS_SERIES]
+    assert recorders == ["TRN601"]  # it trains longest on one batch: its session is the one worth plotting
+    curve = [1.0, 0.1, 0.01]
+    rows = [CheckResult(code, "slug", Verdict.PASS, "ok", curve=curve, setup="s") for code in ("TRN601", "TRN603")]
+    lines = summary_lines(rows)
+    assert sparkline(curve, 24) in lines[1] and sparkline(curve, 24) not in lines[2]
 
 
 def test_duplicate_setup_names_are_refused() -> None:

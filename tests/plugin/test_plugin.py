@@ -67,7 +67,7 @@ def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
         "  after 2 training steps on the same batch, `fc1.weight.grad` *max abs diff*",
         "  fix: Call `optimizer.zero_grad()`*",
         "*traincheck training sanity*",
-        "setup 'good':",
+        "setup 'good': *",
     ])
     assert "collect.py" not in result.stdout.str()  # no plugin internals in the failure
     data = json.loads((project.path / "out.json").read_text())

@@ -32,6 +32,7 @@ class CannotOverfitSingleBatch(Check):
 
     CODE = "TRN601"
     STOCHASTIC = True
+    RECORDS_SERIES = True
     PASSING = (lambda: ex.setup(), lambda: ex.setup(step=None))
     FAILING = (lambda: ex.setup(step=_no_step),)
 

@@ -59,6 +59,11 @@ class CheckResult:
         data["verdict"] = self.verdict.value
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        """Rebuild a result from `to_dict` output (as sent back by pytest-xdist workers)."""
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
     def describe(self) -> str:
         """Return the multi-line text shown when this result fails a test."""
         lines = [f"{self.code} {self.slug} [{self.setup}]: {self.verdict.name}", f"  {self.message}"]
@@ -88,6 +93,9 @@ class Check:
     NEEDS_STEP: ClassVar[bool] = False  # skip unless the user's own step/train_epoch is declared
     NEEDS_EVALUATE: ClassVar[bool] = False  # skip unless `evaluate` is declared
     STOCHASTIC: ClassVar[bool] = False  # retried with more seeds before a non-PASS verdict
+    # The check that trains longest on one batch: its loss curve is drawn in the summary and its
+    # session's per-step series go to TensorBoard.
+    RECORDS_SERIES: ClassVar[bool] = False
     # Example setups (zero-arg functions returning a Training) that are the check's tests:
     # every PASSING one must PASS; every FAILING one must end with FAILS_WITH, or with the
     # verdict paired with it as `(factory, Verdict.WARN)`.

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
-from pytest_traincheck.harness.check import CheckResult, Verdict
+from pytest_traincheck.harness.check import CheckResult, Verdict, all_checks
 from pytest_traincheck.harness.sparkline import sparkline
 
-__all__ = ["Report"]
+__all__ = ["Report", "summary_lines"]
+
+MESSAGE_WIDTH = 90  # characters of a result's first message line in the summary
+SPARK_WIDTH = 24  # characters of the loss sparkline of the check that records its series
 
 
 @dataclass
@@ -59,19 +62,7 @@ class Report:
 
     def summary(self) -> str:
         """Return a table per setup: code, slug, verdict, time and a short message."""
-        lines = []
-        for name, results in self.by_setup().items():
-            counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
-            tally = ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
-            lines.append(f"setup {name!r}: {tally}")
-            width = max(len(r.title) for r in results)
-            for r in results:
-                short = r.message.splitlines()[0] if r.message else ""
-                if len(short) > 90:
-                    short = short[:87] + "..."
-                curve = f"  {sparkline(r.curve, 24)}" if r.code == "TRN601" and r.curve else ""
-                lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}{curve}")
-        return "\n".join(lines)
+        return "\n".join(summary_lines(self.results))
 
     def describe_problems(self) -> str:
         """Return the full text of every FAIL/ERROR (and WARN) result."""
@@ -79,3 +70,25 @@ class Report:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def summary_lines(results: Iterable[CheckResult]) -> list[str]:
+    """Return a table per setup, in run order: code, slug, verdict, time, a short message (and the curve)."""
+    by_setup: dict[str, list[CheckResult]] = {}
+    for r in results:
+        by_setup.setdefault(r.setup, []).append(r)
+    checks = all_checks()
+    lines = []
+    for name, rs in by_setup.items():
+        counts = {v: sum(r.verdict is v for r in rs) for v in Verdict}
+        tally = ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
+        lines.append(f"setup {name!r}: {tally}")
+        width = max(len(r.title) for r in rs)
+        for r in sorted(rs, key=lambda r: r.code):
+            short = r.message.splitlines()[0] if r.message else ""
+            if len(short) > MESSAGE_WIDTH:
+                short = short[:MESSAGE_WIDTH - 3] + "..."
+            cls = checks.get(r.code)
+            curve = f"  {sparkline(r.curve, SPARK_WIDTH)}" if cls and cls.RECORDS_SERIES and r.curve else ""
+            lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}{curve}")
+    return lines

@@ -13,7 +13,7 @@ from pytest_traincheck.harness.check import Check, CheckResult, Verdict, all_che
 from pytest_traincheck.harness.core import BudgetExceeded, Harness, SetupData, UserCodeError, isolated
 from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
 
-__all__ = ["DEFAULT_BUDGET", "enabled_codes", "prepare", "run_check", "run_checks"]
+__all__ = ["DEFAULT_BUDGET", "Runner", "enabled_codes", "prepare", "run_check", "run_checks"]
 
 DEFAULT_BUDGET = 60.0  # seconds per check; generous for CPU, bounded for a hanging step
 SEED_RETRIES = 2  # stochastic checks get up to 1 + 2 seeds before a non-PASS verdict
@@ -145,6 +145,48 @@ def _error(check: Check, exc: BaseException) -> CheckResult:
     return result
 
 
+class Runner:
+    """Run checks on setups under one seed, device, budget and strictness, preparing each setup once.
+
+    The one loop behind `run_checks` and the pytest plugin. Given a ``logdir``, every result
+    goes to a TensorBoard log, with the per-step series of the check that records them.
+    """
+
+    def __init__(self, *, seed: int = 0, device: Optional[str] = None, budget: Optional[float] = DEFAULT_BUDGET,
+                 strict: bool = False, logdir: Optional[str] = None) -> None:
+        self.seed, self.device, self.budget, self.strict = seed, device, budget, strict
+        self.prepared: dict[Any, Union[SetupData, Exception]] = {}
+        self.log: Any = None
+        if logdir:
+            from pytest_traincheck.harness.tensorboard import TensorBoardLog
+
+            self.log = TensorBoardLog(logdir, seed)  # raises TensorBoardMissing before any check runs
+
+    def run(self, code: str, training: Training, key: Any = None) -> CheckResult:
+        """Run one check on one setup; ``key`` names the setup for preparing it once (default: the object)."""
+        key = id(training) if key is None else key
+        if key not in self.prepared:
+            self.prepared[key] = prepare_or_error(training, self.seed)
+        series: Optional[dict[str, list[float]]] = None
+        if self.log is not None and all_checks()[code].RECORDS_SERIES:
+            series = {}
+        result = run_check(code, self.prepared[key], seed=self.seed, device=self.device, budget=self.budget,
+                           strict=self.strict, series=series)
+        result.setup = training.name
+        if self.log is not None:
+            self.log.add(result, series)
+        return result
+
+    def meta(self, codes: list[str]) -> dict[str, Any]:
+        """Return what is needed to reproduce a run of ``codes``."""
+        return run_meta(self.seed, self.device, codes, self.strict)
+
+    def close(self) -> None:
+        """Close the TensorBoard log, if any."""
+        if self.log is not None:
+            self.log.close()
+
+
 def run_checks(training: Union[Training, Sequence[Training]], select: Optional[Iterable[str]] = None,
                ignore: Optional[Iterable[str]] = None, seed: int = 0, device: Optional[str] = None,
                strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET, logdir: Optional[str] = None) -> Any:
@@ -152,30 +194,14 @@ def run_checks(training: Union[Training, Sequence[Training]], select: Optional[I
     from pytest_traincheck.harness.results import Report
 
     codes = enabled_codes(select, ignore)
-    report = Report(meta=run_meta(seed, device, codes, strict))
-    log = _tensorboard_log(logdir, seed)
+    runner = Runner(seed=seed, device=device, budget=budget, strict=strict, logdir=logdir)
+    report = Report(meta=runner.meta(codes))
     try:
-        for t in as_trainings(training, "run_checks()"):
-            data = prepare_or_error(t, seed)
-            for code in codes:
-                series = {} if log is not None and code == "TRN601" else None
-                result = run_check(code, data, seed=seed, device=device, budget=budget, strict=strict, series=series)
-                result.setup = t.name
-                report.results.append(result)
-                if log is not None:
-                    log.add(result, series)
+        trainings = as_trainings(training, "run_checks()")
+        report.results.extend(runner.run(code, t) for t in trainings for code in codes)
     finally:
-        if log is not None:
-            log.close()
+        runner.close()
     return report
-
-
-def _tensorboard_log(logdir: Optional[str], seed: int) -> Any:
-    if logdir is None:
-        return None
-    from pytest_traincheck.harness.tensorboard import TensorBoardLog
-
-    return TensorBoardLog(logdir, seed)
 
 
 def prepare_or_error(training: Training, seed: int) -> Union[SetupData, Exception]:

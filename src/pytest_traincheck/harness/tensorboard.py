@@ -14,11 +14,10 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from pytest_traincheck.harness.check import CheckResult
+from pytest_traincheck.harness.check import CheckResult, all_checks
 
-__all__ = ["LOGGED_CODE", "SeriesRecorder", "TensorBoardLog", "TensorBoardMissing", "run_name"]
+__all__ = ["SeriesRecorder", "TensorBoardLog", "TensorBoardMissing", "run_name"]
 
-LOGGED_CODE = "TRN601"  # the check whose session is recorded: it trains longest on one batch
 LOSS_TAG = "overfit/loss"
 INSTALL_HINT = "--train-sanity-logdir needs the `tensorboard` package: pip install tensorboard"
 
@@ -93,7 +92,7 @@ class TensorBoardLog:
         """Log one check's verdict as text, its loss curve and any per-step series as scalars."""
         writer = self._writer(result.setup)
         writer.add_text(f"verdicts/{result.code}", _verdict_text(result), global_step=0)
-        if result.code == LOGGED_CODE and result.curve:
+        if result.curve and all_checks()[result.code].RECORDS_SERIES:  # the overfit loss curve
             for step, value in enumerate(result.curve, 1):
                 writer.add_scalar(LOSS_TAG, value, global_step=step)
         for tag, values in sorted((series or {}).items()):

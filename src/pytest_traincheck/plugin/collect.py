@@ -15,52 +15,32 @@ from pytest_traincheck.plugin.options import DECLARE_HINT, SanityOptions
 
 FIXTURE_NAME = "train_sanity_trainings"
 STATE_KEY = pytest.StashKey["SanityState"]()
-SPARK_WIDTH = 24  # characters of the TRN601 loss sparkline in the summary table
 
 
 class SanityState:
-    """Per-process state: options, enabled checks, prepared setups, results seen by this process."""
+    """Per-process state: options, enabled checks, the runner, results seen by this process."""
 
     def __init__(self, config: pytest.Config, options: SanityOptions) -> None:
-        from pytest_traincheck.harness.runner import enabled_codes
+        from pytest_traincheck.harness.runner import Runner, enabled_codes
+        from pytest_traincheck.harness.tensorboard import TensorBoardMissing
 
         self.config, self.options = config, options
         try:
             self.codes = enabled_codes(options.select, options.ignore)
         except ValueError as exc:
             raise pytest.UsageError(f"--train-sanity-select/--train-sanity-ignore: {exc}") from None
-        self.prepared: dict[tuple[str, str], Any] = {}
+        try:
+            self.runner = Runner(seed=options.seed, device=options.device, budget=options.budget,
+                                 strict=options.strict, logdir=options.logdir)
+        except TensorBoardMissing as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.results: list[dict[str, Any]] = []
         self.conftest_dirs: dict[Path, str] = {}
         self.declared = False
-        self.log = _tensorboard_log(options)
 
     def run(self, code: str, training: Any, source: str) -> Any:
         """Run one check on one setup, preparing the setup once per process."""
-        from pytest_traincheck.harness.runner import prepare_or_error, run_check
-
-        key = (source, training.name)
-        if key not in self.prepared:
-            self.prepared[key] = prepare_or_error(training, self.options.seed)
-        o = self.options
-        series = {} if self.log is not None and code == "TRN601" else None  # per-step series for TensorBoard
-        result = run_check(code, self.prepared[key], seed=o.seed, device=o.device, budget=o.budget, strict=o.strict,
-                           series=series)
-        result.setup = training.name
-        if self.log is not None:
-            self.log.add(result, series)
-        return result
-
-
-def _tensorboard_log(options: SanityOptions) -> Any:
-    if not options.logdir:
-        return None
-    from pytest_traincheck.harness.tensorboard import TensorBoardLog, TensorBoardMissing
-
-    try:
-        return TensorBoardLog(options.logdir, options.seed)
-    except TensorBoardMissing as exc:
-        raise pytest.UsageError(str(exc)) from None
+        return self.runner.run(code, training, key=(source, training.name))
 
 
 class SanityPlugin:
@@ -150,19 +130,18 @@ class SanityPlugin:
         for r in results:
             if r["verdict"] == "warn":
                 terminalreporter.write_line(f"WARN {r['setup']}::{r['code']}-{r['slug']}: {r['message']}", yellow=True)
-        for line in _table(results):
+        from pytest_traincheck.harness.check import CheckResult
+        from pytest_traincheck.harness.results import summary_lines
+
+        for line in summary_lines(CheckResult.from_dict(r) for r in results):
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Close the TensorBoard log (every process), write the JSON report (controller only under xdist)."""
-        if self.state.log is not None:
-            self.state.log.close()
+        self.state.runner.close()
         path = self.state.options.report
         if path and not hasattr(session.config, "workerinput"):
-            from pytest_traincheck.harness.runner import run_meta
-
-            o = self.state.options
-            data = {"meta": run_meta(o.seed, o.device, self.state.codes, o.strict), "results": self.state.results}
+            data = {"meta": self.state.runner.meta(self.state.codes), "results": self.state.results}
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
@@ -217,21 +196,3 @@ def _relative(path: Path, root: Path) -> str:
     except ValueError:
         return path.as_posix()
 
-
-def _table(results: list[dict[str, Any]]) -> list[str]:
-    from pytest_traincheck.harness.sparkline import sparkline
-
-    by_setup: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_setup.setdefault(r["setup"], []).append(r)
-    lines = []
-    for name, rs in by_setup.items():
-        lines.append(f"setup {name!r}:")
-        width = max(len(f"{r['code']}-{r['slug']}") for r in rs)
-        for r in sorted(rs, key=lambda r: r["code"]):
-            short = (r["message"].splitlines() or [""])[0]
-            short = short if len(short) <= 80 else short[:77] + "..."
-            curve = sparkline(r.get("curve"), SPARK_WIDTH) if r["code"] == "TRN601" else ""
-            verdict = r["verdict"].upper() + (f" {curve}" if curve else "")  # the overfit loss curve, log-scaled
-            lines.append(f"  {r['code'] + '-' + r['slug']:<{width}}  {verdict:<5}  {short}")
-    return lines
