@@ -17,25 +17,15 @@ def _step_in_eval(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
     return ex.good_step(model, batch, optimizer, loss_fn)
 
 
-def _epoch_without_train(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
-    for batch in loader:
-        ex.good_step(model, batch, optimizer, loss_fn)
-
-
-def _epoch_with_train(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
-    model.train()
-    _epoch_without_train(model, loader, optimizer, loss_fn)
-
-
 class TrainStepInEvalMode(Check):
     """Fail when the user's training code runs the model with model.training False."""
 
     CODE = "TRN304"
     NEEDS_STEP = True
     PASSING = (lambda: _modes.setup(),
-               lambda: _modes.setup(step=None, train_epoch=_epoch_with_train, evaluate=_modes.eval_no_restore))
+               lambda: _modes.setup(step=None, train_epoch=_modes.epoch_with_train, evaluate=_modes.eval_no_restore))
     FAILING = (lambda: _modes.setup(step=_step_in_eval),
-               lambda: _modes.setup(step=None, train_epoch=_epoch_without_train, evaluate=_modes.eval_no_restore))
+               lambda: _modes.setup(step=None, train_epoch=_modes.epoch_without_train, evaluate=_modes.eval_no_restore))
 
     def run(self, h: Harness) -> CheckResult:
         with h.session() as s:

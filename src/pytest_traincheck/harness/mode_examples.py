@@ -46,6 +46,24 @@ def eval_restoring_mode(model: nn.Module, loader: Any) -> float:
     return total
 
 
+def step_with_train(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+    """A per-batch step that switches to train mode itself before its forward pass."""
+    model.train()
+    return ex.good_step(model, batch, optimizer, loss_fn)
+
+
+def epoch_without_train(model: nn.Module, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+    """An epoch loop that trains in whatever mode the model was left in."""
+    for batch in loader:
+        ex.good_step(model, batch, optimizer, loss_fn)
+
+
+def epoch_with_train(model: nn.Module, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+    """An epoch loop that calls `model.train()` at its top, as most training loops do."""
+    model.train()
+    epoch_without_train(model, loader, optimizer, loss_fn)
+
+
 def setup(**overrides: Any) -> Any:
     """Return a correct setup with a mode-dependent model and a correct evaluate()."""
     fields: dict[str, Any] = dict(model=dropout_model, evaluate=ex.good_evaluate)
