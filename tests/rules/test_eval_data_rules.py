@@ -347,15 +347,40 @@ def test_deprecations_newer_than_the_target_torch_are_skipped() -> None:
     assert _lint_for_torch(source, ["TRN901"], "2.4.0") == ["TRN901", "TRN901"]
 
 
-def test_seed_discarded_load_is_fixed_with_a_free_name() -> None:
+def test_discarded_load_is_not_hidden_by_a_fix() -> None:
     source = '''
     import torch
-    checkpoint = {}
-    if load_model:
-        torch.load(save_file)
+    def resume(model, optimizer, path):
+        torch.load(path)
+        return model
     '''
-    findings, fixed = lint_source(source, ["TRN501"], fix=True)
-    assert fixed is not None and "checkpoint_1 = torch.load(save_file)" in fixed
+    findings, fixed = lint_source(source, ["TRN501"], fix=True, unsafe_fixes=True)
+    assert [f.code for f in findings] == ["TRN501"]
+    # Whatever --fix does, the checkpoint is still not restored, so the finding must remain.
+    again, _ = lint_source(fixed, ["TRN501"], dedent=False) if fixed else (findings, None)
+    assert [f.code for f in again] == ["TRN501"]
+
+
+def test_assigned_but_unused_load_is_still_reported() -> None:
+    source = '''
+    import torch
+    def resume(model, optimizer, path):
+        checkpoint_1 = torch.load(path)
+        return model
+    '''
+    findings, _ = lint_source(source, ["TRN501"])
+    assert [(f.code, f.line) for f in findings] == [("TRN501", 3)]
+    assert "checkpoint_1" in findings[0].message and "never used" in findings[0].message
+
+
+def test_assigned_and_used_load_is_quiet() -> None:
+    source = '''
+    import torch
+    def resume(model, path):
+        checkpoint = torch.load(path, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+    '''
+    assert lint_source(source, ["TRN501"])[0] == []
 
 
 # -- helpers ----------------------------------------------------------------------------
