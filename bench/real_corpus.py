@@ -17,7 +17,9 @@ The lint runs the default rule set (`traincheck lint --isolated`, no
 `--select`): the figures are what a user gets without configuration. Only the
 command line and its JSON output are used. A finding matches a label when it
 is in the same file, has the same code and lies within `line_tolerance` lines
-of the label (or inside the label's `lines` span). Recall counts bug-severity
+of the label (or inside the label's `lines` span, or at one of the label's
+`also` places: the other file of a cross-file mistake, such as the loss call
+of a model whose softmax is defined elsewhere). Recall counts bug-severity
 labels; precision counts every finding of the default set against all labels
 (a finding on a style label is correct).
 """
@@ -116,6 +118,14 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
     for entry in entries:
         rel = placed[(entry["repo"], entry["commit"] + ":" + entry["path"])].relative_to(out).as_posix()
         by_file[rel] = entry
+    # where each label may be reported: its own file, plus the `also` places of a cross-file mistake
+    candidates: dict[str, list[tuple[str, int, dict[str, Any]]]] = defaultdict(list)
+    for rel, entry in by_file.items():
+        folder = rel.split("/", 1)[0]
+        for index, label in enumerate(entry["labels"]):
+            candidates[rel].append((rel, index, label))
+            for other in label.get("also", []):
+                candidates[f"{folder}/{other['path']}"].append((rel, index, {**label, **other, "lines": None}))
     seen_codes = {f["code"] for f in findings}
     matched: set[tuple[str, int]] = set()
     false_positives, unparsed = [], []
@@ -128,18 +138,13 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
             unparsed.append((rel, line, code, finding.get("message", "")))
             continue
         total[code] += 1
-        entry = by_file.get(rel)
-        hit = None
-        if entry is not None:
-            for index, label in enumerate(entry["labels"]):
-                if label["code"] == code and matches(label, line, tolerance):
-                    hit = index
-                    break
+        hit = next(((owner, index) for owner, index, label in candidates.get(rel, [])
+                    if label["code"] == code and matches(label, line, tolerance)), None)
         if hit is None:
             false_positives.append((rel, line, code, finding.get("message", "")))
         else:
             correct[code] += 1
-            matched.add((rel, hit))
+            matched.add(hit)
     bugs, bugs_found, styles, styles_found = (defaultdict(int) for _ in range(4))
     misses = []
     for rel, entry in by_file.items():

@@ -60,6 +60,8 @@ def test_labels_use_catalogue_codes(corpus: dict) -> None:
             if "lines" in label:
                 first, last = label["lines"]
                 assert 0 < first <= last, label
+            for place in label.get("also", []):
+                assert place["path"].endswith(".py") and place["line"] > 0, label
 
 
 def test_clean_families_exclude_labelled_ones(corpus: dict) -> None:
