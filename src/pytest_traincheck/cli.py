@@ -153,7 +153,10 @@ def _sources(findings: Sequence[object], by_name: dict[str, Path]) -> dict[str, 
             try:
                 out[name] = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
-                pass
+                continue
+            from pytest_traincheck.lint.notebook import cell_sources
+
+            out.update(cell_sources(name, out[name]))
     return out
 
 

@@ -61,9 +61,9 @@ def flagged(proc: subprocess.CompletedProcess[str]) -> list[str]:
 # -- folders and default excludes -------------------------------------------------------------
 
 
-def test_only_python_files_are_walked(tmp_path: Path) -> None:
+def test_only_python_files_and_notebooks_are_walked(tmp_path: Path) -> None:
     _tree(tmp_path, "a.py", "pkg/b.py", "notes.txt", "stub.pyi", "nb.ipynb", "script", "pkg/data.json")
-    assert found(tmp_path) == ["a.py", "pkg/b.py"]
+    assert found(tmp_path) == ["a.py", "nb.ipynb", "pkg/b.py"]
 
 
 @pytest.mark.parametrize("folder", [".git", ".venv", "venv", "build", "dist", "__pycache__", "node_modules",

@@ -103,7 +103,7 @@ def discover(
     exclude: Sequence[str],
     respect_gitignore: bool = True,
 ) -> Iterator[Path]:
-    """Yield the Python files under ``paths``; files named explicitly are always yielded."""
+    """Yield the Python files and notebooks under ``paths``; files named explicitly are always yielded."""
     seen: set[Path] = set()
     for given in paths:
         if not given.exists() and not given.is_symlink():
@@ -136,7 +136,7 @@ def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool
             gitignore.add_file(here / ".gitignore")
         dirs[:] = [name for name in sorted(dirs) if not skipped(_real(real_here, folder, name), True)]
         for name in sorted(files):
-            if not name.endswith(".py"):
+            if not name.endswith((".py", ".ipynb")):
                 continue
             child = here / name
             if not child.is_file():

@@ -66,6 +66,12 @@ def syntax_finding(path: str, line: int, column: int, message: str) -> Finding:
 
 def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
     """Lint one file's bytes, applying fixes first when ``settings.fix`` is on."""
+    from pytest_traincheck.lint.notebook import is_notebook
+
+    if is_notebook(path):
+        from pytest_traincheck.lint.notebook import lint_notebook
+
+        return lint_notebook(path, data, settings)
     from pytest_traincheck.lint.analysis import lint_bytes as analyse_and_fix
 
     return analyse_and_fix(path, data, settings)

@@ -25,6 +25,11 @@ class Finding:
     fix_title: Optional[str] = None
     severity: str = "error"
     unsafe_fix: bool = False  # a fix exists, but only `--unsafe-fixes` applies it
+    # In a notebook: line and column count within code cell number ``cell`` (1-based among all
+    # cells); ``file_line``/``file_end_line`` are where that code sits in the .ipynb file's text.
+    cell: Optional[int] = None
+    file_line: Optional[int] = None
+    file_end_line: Optional[int] = None
 
     @property
     def name(self) -> str:
@@ -32,9 +37,16 @@ class Finding:
         entry = catalog.CATALOG.get(self.code)
         return entry.slug if entry else self.code.lower()
 
-    def sort_key(self) -> tuple[str, int, int, str]:
-        """Order findings by path, line, column, code."""
-        return (self.path, self.line, self.column, self.code)
+    def sort_key(self) -> tuple[str, int, int, int, str]:
+        """Order findings by path, cell, line, column, code."""
+        return (self.path, self.cell or 0, self.line, self.column, self.code)
+
+    @property
+    def location(self) -> str:
+        """Return ``path:line:col``, or ``path:cell N:line L:col`` in a notebook."""
+        if self.cell is not None:
+            return f"{self.path}:cell {self.cell}:line {self.line}:{self.column}"
+        return f"{self.path}:{self.line}:{self.column}"
 
     def to_json(self) -> dict[str, object]:
         """Return the public JSON object: exactly the documented keys."""
@@ -48,6 +60,7 @@ class Finding:
             "name": self.name,
             "message": self.message,
             "fixable": self.fixable,
+            **({"cell": self.cell} if self.cell is not None else {}),
         }
 
     def to_dict(self) -> dict[str, object]:
@@ -125,7 +138,7 @@ def format_concise(summary: LintSummary, options: FormatOptions) -> str:
         lines = _statistics(summary.findings)
     else:
         lines = [
-            f"{f.path}:{f.line}:{f.column}: {f.code} {_fix_marker(f)}{f.message}" for f in summary.findings
+            f"{f.location}: {f.code} {_fix_marker(f)}{f.message}" for f in summary.findings
         ]
     if not options.quiet:
         lines.append(_summary_line(summary))
@@ -154,8 +167,8 @@ def format_full(summary: LintSummary, options: FormatOptions) -> str:
         return format_concise(summary, options)
     blocks = []
     for f in summary.findings:
-        block = [f"{f.path}:{f.line}:{f.column}: {f.code} {_fix_marker(f)}{f.message}"]
-        source = (options.sources or {}).get(f.path)
+        block = [f"{f.location}: {f.code} {_fix_marker(f)}{f.message}"]
+        source = (options.sources or {}).get(f.path if f.cell is None else f"{f.path}#cell{f.cell}")
         if source is not None and f.code != "TRN000":
             block.extend(_code_frame(source, f))
         if f.fix_title:
@@ -183,11 +196,15 @@ def format_github(summary: LintSummary, options: FormatOptions) -> str:
     lines = []
     for f in summary.findings:
         level = {"error": "error", "warning": "warning"}.get(f.severity, "notice")
-        props = (
-            f"file={_github_escape(f.path, prop=True)},line={f.line},col={f.column},"
-            f"endLine={f.end_line},endColumn={f.end_column},title={_github_escape(f.code + ' ' + f.name, prop=True)}"
-        )
-        lines.append(f"::{level} {props}::{_github_escape(f.code + ' ' + f.message)}")
+        title = _github_escape(f.code + " " + f.name, prop=True)
+        if f.cell is not None:  # the annotation sits on the .ipynb file's own line; the text names the cell
+            props = f"file={_github_escape(f.path, prop=True)},line={f.file_line},endLine={f.file_end_line},title={title}"
+            text = f"{f.code} cell {f.cell}, line {f.line}: {f.message}"
+        else:
+            props = (f"file={_github_escape(f.path, prop=True)},line={f.line},col={f.column},"
+                     f"endLine={f.end_line},endColumn={f.end_column},title={title}")
+            text = f"{f.code} {f.message}"
+        lines.append(f"::{level} {props}::{_github_escape(text)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -80,20 +80,29 @@ def _artifact_location(path: str) -> dict[str, Any]:
 
 
 def _result(finding: Finding, index: int) -> dict[str, Any]:
-    region = {
+    region: dict[str, Any] = {
         "startLine": finding.line,
         "startColumn": finding.column,
         "endLine": max(finding.end_line, finding.line),
         "endColumn": max(finding.end_column, 1),
     }
+    message = finding.message
+    extra: dict[str, Any] = {}
+    if finding.cell is not None and finding.file_line is not None:
+        # A notebook: the region is the lines of the .ipynb text that hold the code (what code
+        # scanning shows); the cell and its line are in the message and the properties.
+        region = {"startLine": finding.file_line, "endLine": max(finding.file_end_line or 0, finding.file_line)}
+        message = f"{message} (cell {finding.cell}, line {finding.line})"
+        extra = {"properties": {"cell": finding.cell, "cellLine": finding.line, "cellColumn": finding.column}}
     return {
         "ruleId": finding.code,
         "ruleIndex": index,
         "level": _level(finding.severity),
-        "message": {"text": finding.message},
+        "message": {"text": message},
         "locations": [
             {"physicalLocation": {"artifactLocation": _artifact_location(finding.path), "region": region}}
         ],
+        **extra,
     }
 
 
@@ -140,7 +149,7 @@ def _xml_text(text: str) -> str:
 
 
 def _failure_text(findings: list[Finding]) -> str:
-    return "\n".join(f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}" for f in findings) + "\n"
+    return "\n".join(f"{f.location}: {f.code} {f.message}" for f in findings) + "\n"
 
 
 def format_junit(summary: LintSummary, options: FormatOptions) -> str:
