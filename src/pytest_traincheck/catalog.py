@@ -8,7 +8,7 @@ the same thing in ``traincheck lint`` and in ``pytest --train-sanity``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,41 @@ def matches(code: str, patterns: Iterable[str]) -> bool:
 def is_valid_selector(selector: str) -> bool:
     """True if ``selector`` is ``ALL`` or a prefix of at least one known code."""
     return selector == "ALL" or any(code.startswith(selector) for code in CATALOG)
+
+
+class SelectorError(ValueError):
+    """A code list names something that is not a code or prefix of the catalogue."""
+
+
+def parse_codes(value: Any, where: str) -> list[str]:
+    """Return the upper-cased codes of a list or a comma/space-separated string; raise naming ``where``.
+
+    The one parser of code lists: lint flags, `[tool.traincheck]`, `[tool.traincheck.sanity]`,
+    the pytest options and their ini keys.
+    """
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    codes = []
+    for item in items:
+        if not isinstance(item, str):
+            raise SelectorError(f"{where}: expected codes as strings, got {item!r}")
+        code = item.strip().upper()
+        if not code:
+            continue
+        if not is_valid_selector(code):
+            raise SelectorError(f"{where}: unknown code or prefix {item.strip()!r} (`traincheck rules` lists them)")
+        codes.append(code)
+    return codes
+
+
+def is_selected(code: str, default_on: bool, select: Optional[Sequence[str]] = None,
+                ignore: Iterable[str] = (), extend_select: Iterable[str] = ()) -> bool:
+    """Decide whether ``code`` runs: the most specific selector wins, ignore wins ties.
+
+    The one selection of lint rules and train-sanity checks. ``select=None`` starts from the
+    codes that are on by default; ``extend_select`` adds to the selection either way.
+    """
+    on = max((len(s) for s in [*(select or ()), *extend_select] if matches(code, [s])), default=-1)
+    if select is None and default_on:
+        on = max(on, 0)
+    off = max((len(s) for s in ignore if matches(code, [s])), default=-1)
+    return on >= 0 and on > off

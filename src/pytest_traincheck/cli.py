@@ -22,10 +22,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _codes(value: str) -> list[str]:
-    return [part.strip().upper() for part in value.split(",") if part.strip()]
-
-
 def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
     from pytest_traincheck.lint.findings import format_names
 
@@ -37,9 +33,9 @@ def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
     lint.add_argument("--diff", action="store_true", help="print the fixes as a unified diff; change no file")
     lint.add_argument("--output-format", choices=format_names(), default="text",
                       help="text/concise (one line each), full (with code frames), json, github, sarif, junit")
-    lint.add_argument("--select", type=_codes, help="only these codes or prefixes, comma-separated (e.g. TRN1,TRN201)")
-    lint.add_argument("--ignore", type=_codes, help="skip these codes or prefixes")
-    lint.add_argument("--extend-select", type=_codes, help="add these codes to the selection (e.g. off-by-default rules)")
+    lint.add_argument("--select", help="only these codes or prefixes, comma-separated (e.g. TRN1,TRN201)")
+    lint.add_argument("--ignore", help="skip these codes or prefixes")
+    lint.add_argument("--extend-select", help="add these codes to the selection (e.g. off-by-default rules)")
     lint.add_argument("--exclude", type=lambda v: v.split(","), help="replace the excluded patterns")
     lint.add_argument("--extend-exclude", type=lambda v: v.split(","), help="add excluded patterns")
     lint.add_argument("--config", type=Path, help="read settings from this pyproject.toml or traincheck.toml")

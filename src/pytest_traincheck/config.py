@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from pytest_traincheck import catalog
 from pytest_traincheck.versions import declared_torch_version
@@ -44,14 +44,7 @@ class LintConfig:
 
     def enabled(self, code: str, default_on: bool) -> bool:
         """Decide whether ``code`` runs: the most specific selector wins, ignore on ties."""
-        chosen = self.select if self.select is not None else []
-        best_on = max((len(s) for s in chosen + self.extend_select if catalog.matches(code, [s])), default=-1)
-        if self.select is None and default_on:
-            best_on = max(best_on, 0)
-        best_off = max((len(s) for s in self.ignore if catalog.matches(code, [s])), default=-1)
-        if best_on < 0:
-            return False
-        return best_on > best_off
+        return catalog.is_selected(code, default_on, self.select, self.ignore, self.extend_select)
 
     def cache_key(self) -> str:
         """Return a string that changes whenever a setting that affects findings changes."""
@@ -117,16 +110,11 @@ def read_table(path: Path) -> dict[str, Any]:
     return table
 
 
-def _check_codes(where: str, values: Iterable[Any]) -> list[str]:
-    out = []
-    for value in values:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected rule codes as strings, got {value!r}")
-        code = value.strip().upper()
-        if not catalog.is_valid_selector(code):
-            raise ConfigError(f"{where}: unknown rule code or prefix {value!r}")
-        out.append(code)
-    return out
+def _check_codes(where: str, values: Any) -> list[str]:
+    try:
+        return catalog.parse_codes(values, where)
+    except catalog.SelectorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _convert(path: Path, key: str, value: Any) -> Any:

@@ -154,6 +154,18 @@ def test_select_and_ignore_use_code_prefixes() -> None:
         enabled_codes(["XYZ"])
 
 
+@pytest.mark.parametrize(("select", "ignore"), [
+    (None, []), (["TRN1"], ["TRN105"]), (["TRN105"], ["TRN1"]), (["TRN1"], ["TRN1"]), (None, ["TRN6"]),
+    (["ALL"], ["TRN"]), (["TRN"], ["TRN6", "TRN601"]), (["trn60"], []),
+])
+def test_lint_and_sanity_select_the_same_way(select: Any, ignore: list[str]) -> None:
+    from pytest_traincheck.config import LintConfig, override
+
+    config = override(LintConfig(), select=select, ignore=ignore)
+    expected = [code for code, cls in all_checks().items() if config.enabled(code, cls.DEFAULT_ON)]
+    assert enabled_codes(select, ignore) == expected
+
+
 def test_cuda_request_without_cuda_skips() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present")

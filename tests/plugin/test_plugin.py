@@ -105,7 +105,7 @@ def test_broken_factory_is_one_failing_item_without_plugin_traceback(project: py
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--train-sanity-budget", "abc"], "--train-sanity-budget: invalid value 'abc'*"),
-    (["--train-sanity-select", "XYZ9"], "--train-sanity-select: unknown check code or prefix 'XYZ9'*"),
+    (["--train-sanity-select", "XYZ9"], "--train-sanity-select: unknown code or prefix 'XYZ9'*"),
     (["-o", "train_sanity_seed=x"], "ini option `train_sanity_seed`: invalid value 'x'*"),
 ])
 def test_bad_values_name_their_source(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -122,6 +122,14 @@ def test_pyproject_select_is_honoured(pytester: pytest.Pytester) -> None:
     cfg = load_sanity_config(pytester.path)
     assert cfg["select"] == ["TRN1"] and cfg["ignore"] == ["TRN105"] and cfg["trainings"] == ["m:f"]
     assert cfg["seed"] == 4
+
+
+def test_unknown_sanity_key_is_a_one_line_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["m:f"]\nseeds = 4\n')
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pyproject.toml: [[]tool.traincheck.sanity[]] unknown key 'seeds' (known: budget, *)"])
+    assert "Traceback" not in result.stderr.str()
 
 
 def test_train_sanity_fixture(pytester: pytest.Pytester) -> None:

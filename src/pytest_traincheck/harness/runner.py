@@ -21,19 +21,9 @@ SEED_RETRIES = 2  # stochastic checks get up to 1 + 2 seeds before a non-PASS ve
 
 def enabled_codes(select: Optional[Iterable[str]] = None, ignore: Optional[Iterable[str]] = None) -> list[str]:
     """Return the check codes that run: the most specific selector wins, ignore on ties."""
-    chosen, ignored = list(select or []), list(ignore or [])
-    for selector in chosen + ignored:
-        if not catalog.is_valid_selector(selector):
-            raise ValueError(f"unknown check code or prefix {selector!r}")
-    codes = []
-    for code, cls in all_checks().items():
-        on = max((len(s) for s in chosen if catalog.matches(code, [s])), default=-1)
-        if not chosen and cls.DEFAULT_ON:
-            on = 0
-        off = max((len(s) for s in ignored if catalog.matches(code, [s])), default=-1)
-        if on >= 0 and on > off:
-            codes.append(code)
-    return codes
+    chosen = catalog.parse_codes(list(select or []), "select") or None  # empty: the checks on by default
+    ignored = catalog.parse_codes(list(ignore or []), "ignore")
+    return [code for code, cls in all_checks().items() if catalog.is_selected(code, cls.DEFAULT_ON, chosen, ignored)]
 
 
 def prepare(training: Training, seed: int = 0) -> SetupData:

@@ -106,12 +106,14 @@ def _convert(raw: Any, kind: str, where: str) -> Any:
 
 
 def _codes(raw: Any, where: str) -> list[str]:
-    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
-    codes = [str(c).strip().upper() for c in items if str(c).strip()]
-    for code in codes:
-        if not catalog.is_valid_selector(code):
-            raise pytest.UsageError(f"{where}: unknown check code or prefix {code!r} (see `traincheck rules`)")
-    return codes
+    try:
+        return catalog.parse_codes(raw, where)
+    except catalog.SelectorError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+# The keys of [tool.traincheck.sanity]: the setups, then one per option (the enabling flag aside).
+SANITY_KEYS = ("trainings", *(dest.replace("train_sanity_", "") for _, dest, _, _ in _OPTIONS[1:]))
 
 
 def load_sanity_config(rootdir: Path) -> dict[str, Any]:
@@ -128,12 +130,16 @@ def load_sanity_config(rootdir: Path) -> dict[str, Any]:
     sanity = tool.get("sanity", {})
     if not isinstance(sanity, dict):
         raise pytest.UsageError(f"{path}: [tool.traincheck.sanity] must be a table")
+    unknown = sorted(set(sanity) - set(SANITY_KEYS))
+    if unknown:
+        known = ", ".join(sorted(SANITY_KEYS))
+        raise pytest.UsageError(f"{path}: [tool.traincheck.sanity] unknown key {unknown[0]!r} (known: {known})")
     out: dict[str, Any] = {"_path": path.name}
-    for key in ("select", "ignore"):
+    for key in ("select", "ignore"):  # the lint selection applies unless the sanity table has its own
         if key in sanity or key in tool:
             out[key] = sanity.get(key, tool.get(key))
-    for key in ("strict", "seed", "device", "budget", "logdir"):
-        if key in sanity:
+    for key in SANITY_KEYS[1:]:
+        if key in sanity and key not in out:
             out[key] = sanity[key]
     trainings = sanity.get("trainings", [])
     if isinstance(trainings, str):
