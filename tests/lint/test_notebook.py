@@ -237,6 +237,7 @@ def test_the_seed_guide_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[s
     main(["lint", "--no-cache", "--fix", str(copy)])
     capsys.readouterr()
     main(["lint", "--no-cache", "--output-format", "json", str(copy)])
-    assert [f["code"] for f in json.loads(capsys.readouterr().out)] == ["TRN201"]
+    left = {f["code"] for f in json.loads(capsys.readouterr().out)}
+    assert "TRN201" in left and not left & {"TRN202", "TRN107"}  # no safe fix for TRN201; the others applied
     nbformat = pytest.importorskip("nbformat")
     nbformat.validate(nbformat.read(str(copy), as_version=4))
