@@ -59,12 +59,19 @@ for _init in ("uniform", "normal", "constant", "eye", "dirac", "xavier_uniform",
 
 # size_average= / reduce= of the losses (deprecated in 0.4.1): what reduction= they mean.
 _LEGACY = ("size_average", "reduce")
-_LOSS_FUNCS = frozenset({
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "hinge_embedding_loss",
-    "kl_div", "l1_loss", "margin_ranking_loss", "mse_loss", "multi_margin_loss", "multilabel_margin_loss",
-    "multilabel_soft_margin_loss", "nll_loss", "poisson_nll_loss", "smooth_l1_loss", "soft_margin_loss",
-    "cosine_embedding_loss", "triplet_margin_loss",
-})
+# The position of each loss's first legacy parameter (torch 2.14's signatures): a call with more
+# positional arguments than that passes a legacy value by position, which the fix cannot see.
+_LEGACY_POSITION = {
+    "binary_cross_entropy": 3, "binary_cross_entropy_with_logits": 3, "cosine_embedding_loss": 4,
+    "cross_entropy": 3, "hinge_embedding_loss": 3, "kl_div": 2, "l1_loss": 2, "margin_ranking_loss": 4,
+    "mse_loss": 2, "multi_margin_loss": 5, "multilabel_margin_loss": 2, "multilabel_soft_margin_loss": 3,
+    "nll_loss": 3, "poisson_nll_loss": 4, "smooth_l1_loss": 2, "soft_margin_loss": 2, "triplet_margin_loss": 7,
+    "BCELoss": 1, "BCEWithLogitsLoss": 1, "CosineEmbeddingLoss": 1, "CrossEntropyLoss": 1, "HingeEmbeddingLoss": 1,
+    "KLDivLoss": 0, "L1Loss": 0, "MSELoss": 0, "MarginRankingLoss": 1, "MultiLabelMarginLoss": 0,
+    "MultiLabelSoftMarginLoss": 1, "MultiMarginLoss": 3, "NLLLoss": 1, "PoissonNLLLoss": 2, "SmoothL1Loss": 0,
+    "SoftMarginLoss": 0, "TripletMarginLoss": 4,
+}
+_LOSS_FUNCS = frozenset(name for name in _LEGACY_POSITION if name[0].islower())
 
 
 class DeprecatedTorchApi(Rule):
@@ -115,7 +122,13 @@ class DeprecatedTorchApi(Rule):
     -> `torch.linalg.multi_dot([a, b])` with two or more matrices,
     `torch.cuda.amp.autocast(...)` -> `torch.amp.autocast("cuda", ...)` when
     all arguments are keywords (their positions differ), and literal
-    `size_average=`/`reduce=` -> the equivalent `reduction=`. Names imported
+    `size_average=`/`reduce=` mapped exactly as torch maps them: when either is
+    not None, torch ignores `reduction=` and the fix writes the reduction torch
+    computes (None counts as True); when both are None they are dropped and
+    `reduction=` stays as written. Legacy values passed by position or held in
+    variables, and `F.kl_div` beside a `reduction=` that may be `"batchmean"`
+    (which still divides by the batch), get no fix. Every combination is run
+    through torch before and after the fix in the tests. Names imported
     directly (`from torch import ger`) are reported without a fix.
 
     ## Options
@@ -168,10 +181,21 @@ class DeprecatedTorchApi(Rule):
             if not older_than(getattr(self.context, "torch_version", None), entry.since):
                 self.report(node, _message(qual, entry), fix=self._fixer(node, entry))
         elif _is_loss(qual) and any(a.keyword is not None and a.keyword.value in _LEGACY for a in node.args):
-            reduction = _legacy_reduction(node)
-            message = ("`size_average=` / `reduce=` are deprecated since torch 0.4.1: pass "
-                       + (f"`reduction='{reduction}'` (the same behavior)." if reduction else "`reduction=`."))
-            self.report(node, message, fix=(lambda call: _set_reduction(call, reduction)) if reduction else None)
+            self._report_legacy(node, qual)
+
+    def _report_legacy(self, node: cst.Call, qual: str) -> None:
+        meaning = _legacy_reduction(node, qual)
+        if meaning is _KEEP:
+            message = ("`size_average=None` / `reduce=None` are deprecated since torch 0.4.1 and have no effect: "
+                       "drop them (`reduction=` decides, as it does now).")
+            self.report(node, message, fix=_drop_legacy)
+        elif meaning is None:
+            self.report(node, "`size_average=` / `reduce=` are deprecated since torch 0.4.1: pass `reduction=` "
+                              "(when either is not None, torch ignores `reduction=`).")
+        else:
+            message = (f"`size_average=` / `reduce=` are deprecated since torch 0.4.1: pass `reduction='{meaning}'` "
+                       "(what torch computes now; it ignores any `reduction=` beside them).")
+            self.report(node, message, fix=lambda call: _set_reduction(call, meaning))
 
     def _fixer(self, node: cst.Call, entry: Deprecation) -> Optional[Callable[[cst.CSTNode], cst.CSTNode]]:
         func = node.func
@@ -202,16 +226,49 @@ def _is_loss(qual: str) -> bool:
     return qual.startswith("torch.nn.") and qual.endswith("Loss") and qual.count(".") == 2
 
 
-def _legacy_reduction(call: cst.Call) -> Optional[str]:
-    """Return the `reduction` the literal `size_average`/`reduce` arguments mean (torch's legacy_get_string)."""
-    flags = {}
+_KEEP = "keep"  # every legacy argument is None: torch uses `reduction=` as written
+
+
+def _legacy_reduction(call: cst.Call, qual: str) -> Optional[str]:
+    """Return the `reduction` torch computes for this call, ``_KEEP``, or None when unknown.
+
+    torch ignores `reduction=` as soon as either legacy argument is not None and maps the pair as
+    `_Reduction.legacy_get_string` does (None counts as True); when both are None, `reduction=` decides.
+    """
+    name = qual.rsplit(".", 1)[-1]
+    positional = [a for a in call.args if a.keyword is None]
+    if any(a.star for a in call.args) or len(positional) > _LEGACY_POSITION.get(name, -1):
+        return None  # a legacy value (or the reduction) may be passed by position
+    flags: dict[str, Optional[bool]] = {}
+    reduction: Optional[cst.Arg] = None
     for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value in _LEGACY:
-            if not (is_true(arg.value) or is_false(arg.value) or dotted_name(arg.value) == "None"):
+        if arg.keyword is None:
+            continue
+        if arg.keyword.value == "reduction":
+            reduction = arg
+        elif arg.keyword.value in _LEGACY:
+            if dotted_name(arg.value) == "None":
+                flags[arg.keyword.value] = None
+            elif is_true(arg.value) or is_false(arg.value):
+                flags[arg.keyword.value] = not is_false(arg.value)
+            else:
                 return None
-            flags[arg.keyword.value] = not is_false(arg.value)
-    size_average, reduce = flags.get("size_average", True), flags.get("reduce", True)
+    if all(value is None for value in flags.values()):
+        return _KEEP
+    if name == "kl_div" and reduction is not None and not (
+            isinstance(reduction.value, cst.SimpleString) and reduction.value.evaluated_value != "batchmean"):
+        return None  # F.kl_div still divides by the batch when reduction == "batchmean", legacy or not
+    size_average = flags.get("size_average") is not False
+    reduce = flags.get("reduce") is not False
     return "mean" if size_average and reduce else "sum" if reduce else "none"
+
+
+def _drop_legacy(node: cst.CSTNode) -> cst.CSTNode:
+    assert isinstance(node, cst.Call)
+    kept = [a for a in node.args if a.keyword is None or a.keyword.value not in _LEGACY]
+    if kept:
+        kept[-1] = kept[-1].with_changes(comma=node.args[-1].comma)
+    return node.with_changes(args=kept)
 
 
 def _set_reduction(node: cst.CSTNode, reduction: str) -> cst.CSTNode:
