@@ -95,7 +95,7 @@ def test_conv_bn_with_default_bias_is_flagged_and_fixed():
         """
     findings, _ = lint_source(source, MODEL_CODES)
     assert codes(findings) == [(6, "TRN202")]
-    _, fixed = lint_source(source, ["TRN202"], fix=True)
+    _, fixed = lint_source(source, ["TRN202"], fix=True, unsafe_fixes=True)
     assert fixed is not None and "nn.Conv2d(cin, cout, 3, padding=1, bias=False)" in fixed
     assert lint_source(fixed, ["TRN202"], dedent=False)[0] == []
 

@@ -30,8 +30,9 @@ class BiasBeforeBatchNorm(FlowRule):
     `nn.Sequential(...)` (also through a literal list unpacked with
     `nn.Sequential(*layers)`, built with `=`, `+=`, `.append` and `.extend`), or in a
     module whose methods call `self.bn(self.conv(x))` or `x = self.conv(x)`
-    then `x = self.bn(x)`, with both layers built in the class. The finding
-    points at the layer's construction.
+    then `x = self.bn(x)`, with both layers built in the class, when the
+    layer's output feeds the BatchNorm alone. The finding points at the
+    layer's construction.
 
     ## Why is this bad?
     BatchNorm subtracts the per-channel mean of its input, so a constant
@@ -42,9 +43,11 @@ class BiasBeforeBatchNorm(FlowRule):
 
     ## Known problems
     Only direct adjacency is flagged: `conv -> ReLU -> BN` keeps its bias
-    (it is not redundant there), and so does a layer that is also called
-    without a BatchNorm after it, or whose BatchNorm is applied only in an
-    `if` (`if self.with_bn: x = self.bn(x)`). Layers built by helper functions
+    (it is not redundant there), and so does a layer whose output is also
+    read beside the BatchNorm (`h = self.conv(x)`, then `self.bn(h) + h`: the
+    residual still carries the bias), a layer that is also called without a
+    BatchNorm after it, or whose BatchNorm is applied only in an `if`
+    (`if self.with_bn: x = self.bn(x)`). Layers built by helper functions
     (`conv3x3(...)`), passed in as arguments, or built in a base class are
     not followed. Removing the bias changes the `state_dict` keys, so
     pretrained checkpoints of the old architecture will not load with
@@ -65,14 +68,18 @@ class BiasBeforeBatchNorm(FlowRule):
     ```
 
     ## Fix safety
-    Safe: the bias has no effect on the BatchNorm's output, so training and
-    inference compute the same function. Loading an old checkpoint that holds
-    the bias needs `strict=False`.
+    Unsafe: the bias has no effect on the BatchNorm's output, so the model
+    computes the same function, but `bias=False` removes the `<layer>.bias`
+    key from the `state_dict`: loading an existing checkpoint then fails with
+    `Unexpected key(s) in state_dict: "conv.bias"` unless it is loaded with
+    `strict=False` (or the key is dropped). Apply it with `--unsafe-fixes`
+    where no checkpoint of the old architecture must load.
     """
 
     CODE = "TRN202"
     MESSAGE = "This layer's bias is cancelled by the BatchNorm that follows it: create it with `bias=False`."
     FIX_TITLE = "Add `bias=False`"
+    FIX_SAFE = False  # the state_dict loses the bias key: existing checkpoints no longer load strictly
     SEVERITY = "warning"
     TRIGGERS = ("BatchNorm",)
 
@@ -254,9 +261,57 @@ class BiasBeforeBatchNorm(FlowRule):
         self._reported: set[int] = set()
         # Layers called in methods: construction id -> [layer, calls, calls feeding BN, `if` depth of last call].
         self._uses: dict[int, list] = {}
+        # Layers adjacent to a BatchNorm in a Sequential, judged once every call in the file is seen.
+        self._sequenced: list[_Layer] = []
+        # Names read as a BatchNorm's input, names that are not reads (targets, attributes, keywords),
+        # and the layers whose output some other read also sees (`self.bn(h) + h`).
+        self._bn_inputs: set[int] = set()
+        self._not_reads: set[int] = set()
+        self._escaped: set[int] = set()
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._lists.append({})
+        self._not_reads.add(id(node.name))
+
+    def visit_Param(self, node: cst.Param) -> None:
+        self._not_reads.add(id(node.name))
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._not_reads.add(id(node.attr))
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self._not_reads.add(id(node.keyword))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._mark_targets(node.target)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._mark_targets(node.target)
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._mark_targets(node.target)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._mark_targets(node.asname.name)
+
+    def _mark_targets(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, cst.Name):
+            self._not_reads.add(id(target))
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._mark_targets(element.value)
+        elif isinstance(target, cst.StarredElement):
+            self._mark_targets(target.value)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if id(node) in self._not_reads or id(node) in self._bn_inputs:
+            return
+        value = self.flow.evaluate(node)
+        if value is not None and value.kind == "out" and value.detail in BIASED_LAYERS \
+                and isinstance(value.node, cst.Call):
+            self._escaped.add(id(value.node))  # the layer's output is read beside (or instead of) the norm
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self._lists.pop()
@@ -284,6 +339,8 @@ class BiasBeforeBatchNorm(FlowRule):
             if value is None or value.kind != "out" or value.detail not in BIASED_LAYERS \
                     or not isinstance(value.node, cst.Call):
                 return
+            if isinstance(arg.value, cst.Name):
+                self._bn_inputs.add(id(arg.value))
             # self.bn(self.conv(x)): the BN call is visited before the conv call it wraps.
             use = self._uses.setdefault(id(value.node), [(value.detail, value.node), 0, 0, depth])
             if use[3] == depth:  # a BN applied only in an `if` keeps the bias useful
@@ -293,8 +350,14 @@ class BiasBeforeBatchNorm(FlowRule):
         for layer, calls, into_bn, _ in self._uses.values():
             if calls and into_bn == calls:  # every use feeds BatchNorm: the bias never matters
                 self._flag(layer)
+        for layer in self._sequenced:
+            use = self._uses.get(id(layer[1]))
+            if use is None or use[1] == use[2]:  # not also called on its own elsewhere
+                self._flag(layer)
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        for assign_target in node.targets:
+            self._mark_targets(assign_target.target)
         target = node.targets[0].target
         if len(node.targets) == 1 and isinstance(target, cst.Name):
             if isinstance(node.value, (cst.List, cst.Tuple)):
@@ -337,17 +400,15 @@ class BiasBeforeBatchNorm(FlowRule):
                 return
             if arg.star:
                 if isinstance(arg.value, cst.Name) and arg.value.value in self._lists[-1]:
-                    for pair in self._lists[-1][arg.value.value].pairs:
-                        self._flag(pair)
+                    self._sequenced.extend(self._lists[-1][arg.value.value].pairs)
                 elements = arg.value.elements if isinstance(arg.value, (cst.List, cst.Tuple)) else []
                 seq = self._extend(_ListSeq(previous), [e.value for e in elements])
-                for pair in seq.pairs:
-                    self._flag(pair)
+                self._sequenced.extend(seq.pairs)
                 previous = seq.last if elements else None
                 continue
             layer = self._layer(arg.value)
             if previous is not None and layer is not None and layer[0] in BATCHNORM_LAYERS:
-                self._flag(previous)
+                self._sequenced.append(previous)
             previous = layer
 
     def _layer(self, expr: cst.BaseExpression) -> Optional[_Layer]:
@@ -362,7 +423,8 @@ class BiasBeforeBatchNorm(FlowRule):
 
     def _flag(self, layer: _Layer) -> None:
         qual, call = layer
-        if qual not in BIASED_LAYERS or id(call) in self._reported or not bias_enabled(call, qual):
+        if qual not in BIASED_LAYERS or id(call) in self._reported or id(call) in self._escaped \
+                or not bias_enabled(call, qual):
             return
         self._reported.add(id(call))
         position = BIAS_POSITION.get(qual)
