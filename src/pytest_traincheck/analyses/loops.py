@@ -304,7 +304,7 @@ class FileLoops(Analysis):
         if recv_name is not None and _BACKWARD_OWNERS.search(last_name(recv_name) or "") and node.args:
             self.add("backward", node, expr=node.args[0].value)
             return
-        if recv_name is not None and (last_name(recv_name) or "a")[0].isupper():
+        if recv_name is not None and _function_class_call(last_name(recv_name) or "", node):
             return  # SomeFunction.backward(ctx, grad): an autograd.Function's method, not a loss
         if isinstance(recv, cst.Call) and call_name(recv) == "scale" and recv.args:
             recv = recv.args[0].value  # scaler.scale(loss).backward()
@@ -687,3 +687,12 @@ def optimizer_bindings(loops: FileLoops, step: Event, where: Optional[Scope] = N
         if owners:
             break
     return owners
+
+
+def _function_class_call(name: str, call: cst.Call) -> bool:
+    """Return True for ``MyFunction.backward(ctx, grad)``: a CamelCase class called with positional arguments.
+
+    Capitalised loss variables (``D_loss.backward()``, ``L.backward(retain_graph=True)``) are losses.
+    """
+    camel = name[:1].isupper() and "_" not in name and any(c.islower() for c in name)
+    return camel and bool(call.args) and call.args[0].keyword is None

@@ -159,6 +159,15 @@ class MissingZeroGrad(LoopRule):
                 scheduler.step()
                 obs, reward, done, info = env.step(action)
             """),
+        # An autograd Function's backward called by name is not a loss.
+        Valid("""
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                MyRelu.backward(ctx, grad_out)
+                optimizer.step()
+            """),
         # Several optimizers cleared in a loop over them.
         Valid("""
             for batch in loader:
@@ -285,6 +294,31 @@ class MissingZeroGrad(LoopRule):
                 scaler.scale(criterion(model(x), y)).backward()
                 scaler.step(self.opt)
                 scaler.update()
+            """,
+        ),
+        # A GAN's capitalised losses: the discriminator's gradients are never cleared.
+        Invalid(
+            """
+            for real, _ in loader:
+                optimizer_G.zero_grad()
+                G_loss = adversarial(D(G(z)), valid)
+                G_loss.backward()
+                optimizer_G.step()
+                D_loss = adversarial(D(real), valid) + adversarial(D(G(z).detach()), fake)
+                D_loss.backward()
+                optimizer_D.step()
+            """,
+            line=1, column=1,
+            expected_fix="""
+            for real, _ in loader:
+                optimizer_D.zero_grad()
+                optimizer_G.zero_grad()
+                G_loss = adversarial(D(G(z)), valid)
+                G_loss.backward()
+                optimizer_G.step()
+                D_loss = adversarial(D(real), valid) + adversarial(D(G(z).detach()), fake)
+                D_loss.backward()
+                optimizer_D.step()
             """,
         ),
     ]

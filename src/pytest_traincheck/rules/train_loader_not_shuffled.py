@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import libcst as cst
@@ -13,6 +14,21 @@ _LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloade
 _ON_CPU = ("The training `DataLoader` shuffles only when CUDA is available, so on CPU every epoch sees the "
            "batches in the same order: pass `shuffle=True` unconditionally.")
 _KEY = "shuffle"
+_ONLY_WHEN = ("The training `DataLoader` shuffles only when `{}`, so otherwise every epoch sees the batches in "
+              "the same order: pass `shuffle=True` unconditionally.")
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One branch of an enclosing `if`: the statement, which branch, and its test as written."""
+
+    node: cst.If
+    orelse: bool
+    test: str
+
+    def other(self) -> _Branch:
+        """Return the else branch of the same `if`."""
+        return _Branch(self.node, True, "not " + self.test if not self.orelse else self.test)
 
 
 class TrainLoaderNotShuffled(Rule):
@@ -25,7 +41,10 @@ class TrainLoaderNotShuffled(Rule):
     and no `batch_sampler=`. It follows `**kwargs` dicts built in the same file
     (pytorch/examples' mnist sets `'shuffle': True` only in its CUDA options)
     and `shuffle=use_cuda`-style flags assigned from `torch.cuda.is_available()`,
-    which are False on CPU. The finding is at the `DataLoader` call.
+    which are False on CPU. A `shuffle=True` merged into the keyword arguments
+    only under a condition (`if use_cuda:`, `if use_accel:`, any flag) leaves the
+    other branch unshuffled and is flagged too, unless both branches set it.
+    The finding is at the `DataLoader` call.
 
     It stays quiet for evaluation names (`test`, `val`, `eval`: `train_eval_loader`
     too), for datasets that are iterable (a class of the file deriving from
@@ -104,6 +123,24 @@ class TrainLoaderNotShuffled(Rule):
             train_kwargs = {"batch_size": 64, "shuffle": True}
             train_loader = DataLoader(dataset1, **train_kwargs)
             """),
+        # Both branches of the condition shuffle.
+        Valid("""
+            import torch
+            train_kwargs = {'batch_size': 64}
+            if use_accel:
+                train_kwargs.update({'num_workers': 1, 'pin_memory': True, 'shuffle': True})
+            else:
+                train_kwargs.update({'shuffle': True})
+            train_loader = torch.utils.data.DataLoader(train_set, **train_kwargs)
+            """),
+        # Shuffled unconditionally before the conditional device options.
+        Valid("""
+            import torch
+            train_kwargs = {'batch_size': 64, 'shuffle': True}
+            if use_accel:
+                train_kwargs.update({'num_workers': 1, 'pin_memory': True})
+            train_loader = torch.utils.data.DataLoader(train_set, **train_kwargs)
+            """),
     ]
     INVALID = [
         Invalid("""
@@ -135,6 +172,26 @@ class TrainLoaderNotShuffled(Rule):
             dataset1 = datasets.MNIST('../data', train=True, download=True, transform=transform)
             train_loader = torch.utils.data.DataLoader(dataset1, **train_kwargs)
             """, line=9, column=16),
+        # pytorch/examples mnist today: the shuffle is merged in only for an accelerator.
+        Invalid("""
+            import torch
+            from torchvision import datasets
+            use_accel = not args.no_accel and torch.accelerator.is_available()
+            train_kwargs = {'batch_size': args.batch_size}
+            if use_accel:
+                accel_kwargs = {'num_workers': 1, 'persistent_workers': True, 'pin_memory': True, 'shuffle': True}
+                train_kwargs.update(accel_kwargs)
+            dataset1 = datasets.MNIST('../data', train=True, download=True, transform=transform)
+            train_loader = torch.utils.data.DataLoader(dataset1, **train_kwargs)
+            """, line=9, column=16),
+        # Any flag: shuffle set only when the user asks for a feature.
+        Invalid("""
+            from torch.utils.data import DataLoader
+            loader_args = {"batch_size": 32}
+            if args.fast:
+                loader_args["shuffle"] = True
+            train_loader = DataLoader(train_set, **loader_args)
+            """, line=5, column=16),
     ]
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
@@ -142,16 +199,22 @@ class TrainLoaderNotShuffled(Rule):
         self.values: dict[str, cst.BaseExpression] = {}
         self.iterable_classes: set[str] = set()
         self.targets: list[cst.Assign] = []
-        self.ifs: list[str] = []
-        # dict name -> shuffle values set by later updates: (value, set only when CUDA is available)
-        self.updates: dict[str, list[tuple[Optional[cst.BaseExpression], bool]]] = {}
+        self.ifs: list[_Branch] = []
+        # dict name -> shuffle values set by later updates, with the branch they were set in (None: always)
+        self.updates: dict[str, list[tuple[Optional[cst.BaseExpression], Optional[_Branch]]]] = {}
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         if any((dotted_name(b.value) or "").endswith("IterableDataset") for b in node.bases):
             self.iterable_classes.add(node.name.value)
 
     def visit_If(self, node: cst.If) -> None:
-        self.ifs.append(source_of(self.context, node.test))
+        if self.ifs and self.ifs[-1].node.orelse is node:
+            self.ifs[-1] = self.ifs[-1].other()  # an `elif`: the parent's else branch
+        self.ifs.append(_Branch(node, False, source_of(self.context, node.test)))
+
+    def visit_Else(self, node: cst.Else) -> None:
+        if self.ifs:
+            self.ifs[-1] = self.ifs[-1].other()
 
     def leave_If(self, original_node: cst.If) -> None:
         self.ifs.pop()
@@ -188,8 +251,7 @@ class TrainLoaderNotShuffled(Rule):
     def _record_update(self, name: str, value: Optional[cst.BaseExpression], known: bool = True) -> None:
         if value is None and known:
             return  # a known dict without "shuffle": changes nothing
-        cuda = any("cuda" in test or "gpu" in test for test in self.ifs)
-        self.updates.setdefault(name, []).append((value, cuda))
+        self.updates.setdefault(name, []).append((value, self.ifs[-1] if self.ifs else None))
 
     def _as_dict(self, expr: cst.BaseExpression) -> Optional[cst.Dict]:
         if isinstance(expr, cst.Name):
@@ -234,13 +296,19 @@ class TrainLoaderNotShuffled(Rule):
         updates = self.updates.get(expr.value, [])
         if any(value is None for value, _ in updates):
             return None  # updated from an unknown dict
-        unconditional = [v for v, cuda in updates if not cuda]
+        unconditional = [v for v, branch in updates if branch is None]
         value = unconditional[-1] if unconditional else self._dict_value(expr)
         if value is not None:
             return self._judge(value)
-        if any(is_true(v) for v, cuda in updates if cuda):
-            return _ON_CPU
-        return None if updates else self.MESSAGE
+        shuffled = [branch for v, branch in updates if branch is not None and is_true(v)]
+        if not shuffled:
+            return None if updates else self.MESSAGE
+        if {(id(b.node), b.orelse) for b in shuffled} >= {(id(shuffled[0].node), True), (id(shuffled[0].node), False)}:
+            return None  # both branches of one `if` shuffle
+        condition = shuffled[0].test
+        if any(word in condition.lower() for word in ("cuda", "gpu", "accel", "device")):
+            return _ON_CPU if "cuda" in condition.lower() else _ONLY_WHEN.format(condition)
+        return _ONLY_WHEN.format(condition)
 
     def _is_training(self, dataset: cst.BaseExpression) -> bool:
         targets = self.targets[-1].targets if self.targets else ()
