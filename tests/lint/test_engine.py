@@ -140,3 +140,33 @@ def test_warm_run_never_imports_libcst_or_the_rules(tmp_path: Path) -> None:
     assert cold[0] == warm[0] == "1"  # the missing zero_grad is reported both times
     assert "libcst" in cold[1]  # the cold run did parse
     assert warm[1:] == [""], warm
+
+
+_NUMPY_VIEW = """\
+import numpy as np
+from numpy.ma import MaskedArray
+
+def transposed(a):
+    return a.transpose(1, 0).view(MaskedArray)
+
+def evaluate(model, batches):
+    for x in batches:
+        model(x)
+"""
+
+
+def test_files_that_never_touch_torch_are_not_linted_with_torch_rules() -> None:
+    settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
+    assert engine.lint_bytes("masked.py", _NUMPY_VIEW.encode(), settings).findings == []
+    with_torch = ("import torch\n" + _NUMPY_VIEW).encode()
+    assert "TRN303" in [f.code for f in engine.lint_bytes("masked.py", with_torch, settings).findings]
+
+
+def test_a_file_importing_torch_code_of_its_own_project_is_linted(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text("import torch\nclass Net(torch.nn.Module):\n    pass\n")
+    train = tmp_path / "train.py"
+    train.write_text("from model import Net\n\ndef flat(x):\n    return x.permute(0, 2, 1).view(x.size(0), -1)\n")
+    settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
+    assert [f.code for f in engine.lint_bytes(str(train), train.read_bytes(), settings).findings] == ["TRN403"]
+    (tmp_path / "model.py").write_text("import numpy\n")
+    assert engine.lint_bytes(str(train), train.read_bytes(), settings).findings == []

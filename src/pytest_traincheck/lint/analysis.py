@@ -34,6 +34,7 @@ MAX_NESTING = 200  # CPython's own limit for nested brackets
 # framework's code (d2l ships mxnet.py and tensorflow.py twins of its torch.py): not linted.
 _OTHER_FRAMEWORK = re.compile(rb"^\s*(?:import|from)\s+(?:mxnet|tensorflow|jax|keras|paddle|mindspore|oneflow)\b",
                               re.MULTILINE)
+_IMPORT = re.compile(rb"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import|import[ \t]+([\w.]+))", re.MULTILINE)
 # Words a file must contain for the facts pass to learn anything about its classes.
 FACTS_TRIGGERS = ("torch", "nn.", "Module", "softmax", "sigmoid", "LSTM", "GRU", "RNN")
 
@@ -94,6 +95,35 @@ def parse(path: str, data: bytes) -> tuple[Optional[cst.Module], Optional[Findin
         return None, syntax_finding(path, 1, 1, "expression nesting too deep to parse")
     except Exception as exc:  # libcst raises assorted errors on exotic input
         return None, syntax_finding(path, 1, 1, f"cannot parse: {type(exc).__name__}: {exc}")
+
+
+def _imports_torch_code(path: str, data: bytes) -> bool:
+    """Return True if a file that never names torch may still hold torch code.
+
+    A fragment with no imports may be anything; a file with imports is torch code only when it
+    imports a module of its own project (relative, or a sibling file) that names torch. NumPy's
+    ``a.transpose().view(MaskedArray)`` or a text library's ``evaluate()`` are not.
+    """
+    imports = _IMPORT.findall(data)
+    if not imports:
+        return True
+    folder = Path(path).parent
+    for dots, source, plain in imports:
+        name = (source or plain).decode("ascii", "replace")
+        base = folder
+        for _ in range(max(len(dots) - 1, 0)):
+            base = base.parent
+        parts = [p for p in name.split(".") if p]
+        candidates = [base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")] if parts else []
+        if dots and not parts:
+            return True  # ``from . import x``: a sibling we cannot name cheaply, so assume it may be torch
+        for candidate in candidates:
+            try:
+                if candidate.is_file() and b"torch" in candidate.read_bytes()[:1_000_000]:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
@@ -172,7 +202,7 @@ def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Opt
     text = data.decode("utf-8", errors="replace")
     rules = _triggered(settings.rules(), text)
     needs_facts = any(t in text for t in FACTS_TRIGGERS)
-    if b"torch" not in data and _OTHER_FRAMEWORK.search(data):
+    if b"torch" not in data and (_OTHER_FRAMEWORK.search(data) or not _imports_torch_code(path, data)):
         rules, needs_facts = [], False
     if not rules and not needs_facts:
         return result, None, []  # nothing could fire: skip the parse

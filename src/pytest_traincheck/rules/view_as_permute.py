@@ -12,6 +12,10 @@ _METHODS = frozenset({"transpose", "permute", "t", "swapaxes", "swapdims", "move
 _ATTRS = frozenset({"T", "mT", "mH", "H"})
 _FUNCS = frozenset({"torch.transpose", "torch.permute", "torch.t", "torch.swapaxes", "torch.swapdims",
                     "torch.movedim", "torch.moveaxis"})
+# Methods whose result keeps the input's (non-contiguous) strides: element-wise ops and casts.
+_KEEPS_LAYOUT = frozenset({"eq", "ne", "gt", "ge", "lt", "le", "float", "double", "half", "long", "int", "bool",
+                           "abs", "neg", "exp", "log", "sigmoid", "tanh", "relu", "clamp", "mul", "add", "sub",
+                           "div", "pow", "sqrt", "to", "type", "type_as", "detach", "masked_fill", "logical_not"})
 _DTYPE_WORDS = ("dtype", "float", "int", "uint", "bool", "half", "complex", "bfloat")
 
 
@@ -26,7 +30,10 @@ class ViewAsPermute(Rule):
     variable of the same function (`y = x.transpose(1, 2)` then `y.view(...)`,
     with no reassignment of `y` in between). `.contiguous().view(...)` and
     `.reshape(...)` are fine; an identity `permute(0, 1, 2)` and
-    `.view(dtype)` (a reinterpretation, as numpy's) are ignored.
+    `.view(dtype)` (a reinterpretation, as numpy's) are ignored. The layout
+    survives element-wise methods and casts (`.eq(...)`, `.float()`) and
+    slicing, as it does in torch: `pred.t().eq(target)[:k].view(-1)` (the old
+    top-k accuracy helper of many training scripts) raises on current PyTorch.
 
     Only views that visibly merge axes are reported: a `-1` or a product among
     the sizes, at most two sizes, or fewer sizes than `permute` has axes.
@@ -74,6 +81,20 @@ class ViewAsPermute(Rule):
             """),
         # A dtype reinterpretation, as numpy's view.
         Valid("bits = arr.T.view(np.uint8)\n"),
+        # The top-k accuracy done right: reshape, or a prediction that was never transposed.
+        Valid("""
+            def accuracy(output, target, topk=(1,)):
+                _, pred = output.topk(max(topk), 1, True, True)
+                pred = pred.t()
+                correct = pred.eq(target.view(1, -1).expand_as(pred))
+                return [correct[:k].reshape(-1).float().sum(0) for k in topk]
+            """),
+        Valid("""
+            def accuracy(output, target, k):
+                pred = output.argmax(1)
+                correct = pred.eq(target)
+                return correct[:k].view(-1).float().mean()
+            """),
         # Identity permute.
         Valid("y = x.permute(0, 1, 2).view(b, -1)\n"),
         # Splitting one axis of a transposed tensor is valid (torchvision's MViT).
@@ -111,6 +132,15 @@ class ViewAsPermute(Rule):
         Invalid("y = x.mT.view(b, n * m)\n"),
         # Multi-head attention merging heads without contiguous().
         Invalid("out = attn.transpose(1, 2).view(bs, seq, heads * dim)\n", line=1, column=7),
+        # The classic top-k accuracy: element-wise ops and a slice keep the transposed layout.
+        Invalid("""
+            import torch
+            def accuracy(output, target, topk=(1,)):
+                _, pred = output.topk(max(topk), 1, True, True)
+                pred = pred.t()
+                correct = pred.eq(target.view(1, -1).expand_as(pred))
+                return [correct[:k].view(-1).float().sum(0) for k in topk]
+            """, line=6, column=13),
     ]
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
@@ -156,6 +186,17 @@ class ViewAsPermute(Rule):
             self.report(node)
 
     def _moves_axes(self, expr: cst.BaseExpression) -> bool:
+        """Return True if ``expr`` is a tensor whose axes were moved, directly or through layout-keeping ops."""
+        if isinstance(expr, cst.Name):
+            return bool(self.scopes[-1].get(expr.value, False))
+        if isinstance(expr, cst.Subscript) and any(isinstance(e.slice, cst.Slice) for e in expr.slice):
+            return self._moves_axes(expr.value)
+        if (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+                and expr.func.attr.value in _KEEPS_LAYOUT and not isinstance(expr.func.value, cst.Name)):
+            return self._moves_axes(expr.func.value)
+        if (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
+                and expr.func.attr.value in _KEEPS_LAYOUT and isinstance(expr.func.value, cst.Name)):
+            return bool(self.scopes[-1].get(expr.func.value.value, False))
         if isinstance(expr, cst.Attribute):
             return expr.attr.value in _ATTRS
         if not isinstance(expr, cst.Call):
