@@ -229,6 +229,14 @@ def test_diff_prints_and_changes_nothing(project: Path, tc: Runner) -> None:
     assert (clean.returncode, clean.stdout) == (0, "")
 
 
+def test_diff_exits_1_on_findings_without_a_fix(project: Path, tc: Runner) -> None:
+    (project / "unfixable.py").write_text(UNFIXABLE)
+    proc = tc("lint", "--no-cache", "--diff", "unfixable.py", cwd=project)
+    assert proc.returncode == 1
+    assert proc.stdout == ""  # stdout stays a diff (empty here), fit for `patch`
+    assert proc.stderr.strip() == "1 problem has no fix to show: run `traincheck lint` without --diff to see it."
+
+
 # -- standard input -------------------------------------------------------------------------
 
 

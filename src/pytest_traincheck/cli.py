@@ -67,7 +67,7 @@ def _stdin_lint(args: argparse.Namespace, config: object) -> int:
         return EXIT_CLEAN
     if args.diff:
         _print_diff(shown, data.decode("utf-8", "replace"), result.fixed_source)
-        return EXIT_FINDINGS if result.fixed_source else EXIT_CLEAN
+        return _diff_exit(args, bool(result.fixed_source), summary.findings)
     sys.stdout.write(render(summary, args.output_format, _format_options(args, {shown: data.decode("utf-8", "replace")})))
     return EXIT_FINDINGS if summary.findings and not args.exit_zero else EXIT_CLEAN
 
@@ -76,6 +76,17 @@ def _format_options(args: argparse.Namespace, sources: Optional[dict[str, str]] 
     from pytest_traincheck.lint.findings import FormatOptions
 
     return FormatOptions(statistics=args.statistics, quiet=args.quiet, sources=sources, unsafe_fixes=args.unsafe_fixes)
+
+
+def _diff_exit(args: argparse.Namespace, fixes: bool, remaining: Sequence[object]) -> int:
+    """Exit 1 when there is a fix to apply or a finding no fix covers, saying so on stderr."""
+    if remaining:  # findings without a fix are never silent: stdout stays a pure diff
+        n = len(remaining)
+        verb, pronoun = ("problem has", "it") if n == 1 else ("problems have", "them")
+        print(f"{n} {verb} no fix to show: run `traincheck lint` without --diff to see {pronoun}.", file=sys.stderr)
+    if args.exit_zero:
+        return EXIT_CLEAN
+    return EXIT_FINDINGS if fixes or remaining else EXIT_CLEAN
 
 
 def _print_diff(shown: str, old: str, new: Optional[str]) -> None:
@@ -129,7 +140,7 @@ def _run_lint(args: argparse.Namespace) -> int:
 
             write_atomic(path, result.fixed_source, result.encoding)
     if args.diff:
-        return EXIT_FINDINGS if summary.fixed else EXIT_CLEAN
+        return _diff_exit(args, bool(summary.fixed), summary.findings)
     sources = None
     if args.output_format == "full":
         sources = _sources(summary.findings, by_name)

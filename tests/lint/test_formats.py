@@ -90,6 +90,23 @@ def test_full_shows_code_frame_underline_and_help() -> None:
     assert out.rstrip().endswith("Found 1 problem (1 fixable with --fix).")
 
 
+def test_full_help_of_an_unfixable_finding_reads_as_advice() -> None:
+    from pytest_traincheck import catalog
+
+    finding = _finding(code="TRN101", message="`optimizer.step()` applies gradients that are never cleared.",
+                       fixable=False, fix_title="Insert `optimizer.zero_grad()` at the top of the loop body")
+    out = render(_summary(finding), "full", FormatOptions())
+    assert "Insert" not in out  # no fix title: no flag applies it
+    assert f"= help: {catalog.get('TRN101').fix}" in out
+
+
+def test_full_help_names_the_flag_of_an_unsafe_fix() -> None:
+    finding = _finding(code="TRN101", fixable=False, unsafe_fix=True,
+                       fix_title="Insert `optimizer.zero_grad()` at the top of the loop body")
+    out = render(_summary(finding), "full", FormatOptions())
+    assert "= help: Insert `optimizer.zero_grad()` at the top of the loop body (--fix --unsafe-fixes)" in out
+
+
 def test_full_without_source_still_prints_the_finding() -> None:
     out = render(_summary(_finding()), "full", FormatOptions(sources=None))
     assert out.startswith("pkg/train.py:2:1: TRN107")

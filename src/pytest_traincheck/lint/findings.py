@@ -161,6 +161,16 @@ def _code_frame(source: str, finding: Finding, context: int = 1) -> list[str]:
     return out
 
 
+def _help(f: Finding) -> Optional[str]:
+    """Return the fix title of a fix a flag applies (naming the flag if unsafe), else the catalogue's advice."""
+    if f.fix_title and f.fixable:
+        return f.fix_title
+    if f.fix_title and f.unsafe_fix:
+        return f"{f.fix_title} (--fix --unsafe-fixes)"
+    entry = catalog.CATALOG.get(f.code)
+    return entry.fix if entry is not None and entry.fix else None
+
+
 def format_full(summary: LintSummary, options: FormatOptions) -> str:
     """Return each finding with a code frame, the underline and the fix title."""
     if options.statistics:
@@ -171,8 +181,9 @@ def format_full(summary: LintSummary, options: FormatOptions) -> str:
         source = (options.sources or {}).get(f.path if f.cell is None else f"{f.path}#cell{f.cell}")
         if source is not None and f.code != "TRN000":
             block.extend(_code_frame(source, f))
-        if f.fix_title:
-            block.append(f"  = help: {f.fix_title}")
+        advice = _help(f)
+        if advice:
+            block.append(f"  = help: {advice}")
         blocks.append("\n".join(block))
     if not options.quiet:
         blocks.append(_summary_line(summary))
