@@ -135,6 +135,30 @@ def test_duplicate_within_split_is_a_warning(images: Path, tmp_path: Path,
     assert main(["data", "check", str(csv), "--root", str(images), "--strict"]) == 1
 
 
+def test_same_image_with_two_labels_is_a_label_conflict(images: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _write(images, "copy.png", _gray(3))
+    csv = _csv(tmp_path / "train.csv", [("g3.png", 0), ("g1.png", 1), ("g3.png", 1), ("copy.png", 2),
+                                        ("g2.png", 1), ("g1.png", 1)])
+    code, report = check(capsys, str(csv), "--root", str(images))
+    assert code == 1  # one picture with two classes is an error, not only a duplicate
+    assert kinds(report) == [("label-conflict", 2), ("label-conflict", 3)]
+    assert "label 1 here but label 0 at row 0" in report["errors"][0]["message"]
+    assert "label 2 here but label 0 at row 0" in report["errors"][1]["message"]
+    assert kinds(report, "warnings")[:3] == [("duplicate", 2), ("duplicate", 3), ("duplicate", 5)]
+    main(["data", "check", str(csv), "--root", str(images)])
+    assert "label-conflict" in capsys.readouterr().out
+
+
+def test_corrupt_image_message_has_no_doubled_backtick(images: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (images / "random.png").write_bytes(os.urandom(200))
+    csv = _csv(tmp_path / "train.csv", [("g0.png", 0), ("random.png", 1)])
+    code, report = check(capsys, str(csv), "--root", str(images))
+    assert code == 1 and kinds(report) == [("corrupt", 1)]
+    assert "``" not in report["errors"][0]["message"]
+
+
 def test_duplicate_across_splits_is_a_leak(images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(images, "again.png", _gray(1))
     train = _csv(tmp_path / "train.csv", [("g0.png", 0), ("g1.png", 1), ("g2.png", 0), ("g3.png", 1)])

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 # Errors make `traincheck data check` exit 1; warnings only with --strict.
-ERROR_KINDS = ("missing", "unreadable", "corrupt", "bad-label", "split-leak")
+ERROR_KINDS = ("missing", "unreadable", "corrupt", "bad-label", "label-conflict", "split-leak")
 WARNING_KINDS = ("inconsistent-size", "inconsistent-channels", "inconsistent-dtype",
                  "duplicate", "imbalance", "missing-class", "empty-split", "root-hint")
 DEFAULT_IMBALANCE_THRESHOLD = 3.0
@@ -215,7 +215,7 @@ def _check_file(report: DataReport, split: str, row: int, name: str, root: Path)
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = str(exc).strip().replace("``", "`")  # imageio quotes paths as `name``: one backtick each side
     first = text.splitlines()[0].rstrip(".") if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
@@ -251,7 +251,9 @@ def _check_duplicates(report: DataReport, images: list[_Image]) -> None:
     groups: dict[str, list[_Image]] = {}
     for image in images:
         groups.setdefault(image.digest, []).append(image)
+    labels = {split.name: split.labels for split in report.splits}
     for group in groups.values():
+        _check_conflicts(report, group, labels)
         first_in_split: dict[str, _Image] = {}
         for image in group:
             first = first_in_split.setdefault(image.split, image)
@@ -265,6 +267,22 @@ def _check_duplicates(report: DataReport, images: list[_Image]) -> None:
             report.errors.append(Issue("split-leak", later.split, later.row, later.path,
                                        f"{_same(earlier, later)} as {where}; "
                                        "an example in two splits inflates the evaluation score"))
+
+
+def _check_conflicts(report: DataReport, group: list[_Image], labels: dict[str, list[str]]) -> None:
+    """Report every copy of a picture whose label differs from the first copy's: one picture, two classes."""
+    def label(image: _Image) -> str:
+        text = labels[image.split][image.row]
+        return str(int(text)) if _INTEGER.fullmatch(text) else text
+
+    first = group[0]
+    for image in group[1:]:
+        if label(image) != label(first):
+            where = f"row {first.row}" if first.split == image.split else f"{first.split} row {first.row}"
+            report.errors.append(Issue("label-conflict", image.split, image.row, image.path,
+                                       f"{_same(first, image)} with label {label(image)} here but label "
+                                       f"{label(first)} at {where} ({first.path}): one picture cannot belong "
+                                       "to two classes; keep the right label"))
 
 
 def _same(first: _Image, other: _Image) -> str:
