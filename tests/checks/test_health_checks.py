@@ -168,9 +168,23 @@ def test_targets_learnable_without_inputs_are_skipped() -> None:
 
 
 # -- sparkline ------------------------------------------------------------------------------------------
-def test_sparkline_is_log_scaled_and_bounded() -> None:
+def test_missing_clipping_names_the_largest_norm_and_its_step() -> None:
+    import re
+
+    from pytest_traincheck.checks.missing_grad_clipping import rnn_setup
+
+    result = run_check("TRN105", prepare(rnn_setup()))
+    assert result.verdict is Verdict.WARN
+    assert "at step 0." not in result.message  # a norm is not a step number
+    assert re.search(r"the largest gradient norm was [0-9.e+-]+ \(step \d+\)", result.message), result.message
+
+
+def test_sparkline_is_scaled_from_zero_and_bounded() -> None:
     assert sparkline([]) == "" and sparkline(None) == ""
-    assert sparkline([1.0, 0.1, 0.01, 0.001]) == "█▆▃▁"  # evenly spaced decades; linear would be "█▁▁▁"
+    # A loss that fell only to 68 % of its start must not be drawn as if it reached the bottom.
+    assert sparkline([2.42, 2.0, 1.65]) == "█▇▆"
+    assert sparkline([1.0, 0.5, 0.0]) == "█▅▁"
     assert len(sparkline([float(i + 1) for i in range(500)], width=20)) == 20
     assert sparkline([1.0, float("nan")]).endswith("!")
-    assert sparkline([2.0, 2.0]) == "▁▁"
+    assert sparkline([2.0, 2.0]) == "██"
+    assert sparkline([-1.0, -2.0]) == "█▁"  # negative losses (e.g. a log-likelihood): min to max

@@ -57,6 +57,34 @@ def test_user_error_shows_user_traceback_and_other_checks_still_run() -> None:
     assert report.get("TRN202").verdict is Verdict.PASS  # needs no user step
 
 
+def _evaluate_on(model: Any, loader: Any, device: str) -> float:
+    return ex.good_evaluate(model, loader)
+
+
+def _step_with_scaler(model: Any, batch: Any, optimizer: Any, loss_fn: Any, scaler: Any) -> Any:
+    return ex.good_step(model, batch, optimizer, loss_fn)
+
+
+def test_a_signature_that_does_not_fit_gets_the_wrapping_hint() -> None:
+    result = run_check("TRN301", prepare(ex.setup(model=lambda: ex.MLP(dropout=0.5), evaluate=_evaluate_on)))
+    assert result.verdict is Verdict.ERROR
+    assert "`evaluate` is called as evaluate(model, loader)" in result.message
+    assert "_evaluate_on(model, loader, device)" in result.message
+    assert "evaluate=lambda model, loader: _evaluate_on(model, loader, device)" in result.message
+    step = run_check("TRN101", prepare(ex.setup(step=_step_with_scaler)))
+    assert step.verdict is Verdict.ERROR
+    assert "step=lambda model, batch, optimizer, loss_fn: _step_with_scaler(model, batch, optimizer, loss_fn, scaler)" \
+        in step.message
+
+
+def test_a_type_error_inside_user_code_is_not_blamed_on_the_signature() -> None:
+    def evaluate(model: Any, loader: Any) -> float:
+        return len(model)  # a TypeError of the user's own making
+
+    result = run_check("TRN301", prepare(ex.setup(evaluate=evaluate)))
+    assert result.verdict is Verdict.ERROR and "lambda" not in result.message and "TypeError" in result.message
+
+
 def test_model_factory_raising_is_an_error_for_every_check() -> None:
     def broken() -> Any:
         raise RuntimeError("no such layer")
@@ -193,6 +221,7 @@ def test_the_overfit_check_alone_records_series_and_draws_its_curve() -> None:
     rows = [CheckResult(code, "slug", Verdict.PASS, "ok", curve=curve, setup="s") for code in ("TRN601", "TRN603")]
     lines = summary_lines(rows)
     assert sparkline(curve, 24) in lines[1] and sparkline(curve, 24) not in lines[2]
+    assert lines[1].endswith("end 0.01 (1% of start)")  # the curve's end value, which bars alone hide
 
 
 def test_duplicate_setup_names_are_refused() -> None:

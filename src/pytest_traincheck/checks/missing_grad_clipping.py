@@ -69,10 +69,12 @@ class MissingGradClipping(Check):
         if trace.clips or clipped_by_value:
             how = trace.clips[0].function if trace.clips else "a gradient-norm reduction between backward and step"
             return self.passed(f"gradients are clipped ({how})", clip_calls=len(trace.clips))
-        norm = max((r.norm_at_step for r in trace.steps), default=0.0)
+        largest = max(trace.steps, key=lambda r: r.norm_at_step, default=None)
+        norm = largest.norm_at_step if largest is not None else 0.0
+        at = f" (step {largest.index + 1})" if largest is not None else ""
         what = f"has recurrent layer `{recurrent[0]}`" if recurrent else "declares clip=True"
         return self.warned(
             f"the model {what} but no clip_grad_norm_/clip_grad_value_ call (and no reduction of the gradient "
-            f"norm between backward and step) was seen in {len(trace.steps)} steps; largest gradient norm at "
-            f"step {norm:.3g}; call `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)` "
+            f"norm between backward and step) was seen in {len(trace.steps)} steps; the largest gradient norm was "
+            f"{norm:.3g}{at}; call `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)` "
             "between `backward()` and `step()`", steps=len(trace.steps), max_grad_norm=norm)

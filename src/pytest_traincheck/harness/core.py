@@ -54,6 +54,16 @@ def user_traceback(exc: BaseException) -> str:
     return "Traceback (user code):\n" + text + "".join(traceback.format_exception_only(type(exc), exc))
 
 
+# How traincheck calls each declared function, for the hint when a signature does not fit.
+_CALLED_AS = {
+    "the `step` function": ("step", "model, batch, optimizer, loss_fn"),
+    "the `train_epoch` function": ("train_epoch", "model, loader, optimizer, loss_fn"),
+    "the `evaluate` function": ("evaluate", "model, loader"),
+    "the `save_checkpoint` function": ("save_checkpoint", "model, optimizer, path"),
+    "the `load_checkpoint` function": ("load_checkpoint", "model, optimizer, path"),
+}
+
+
 def call_user(where: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Call user code, turning its exceptions into `UserCodeError` naming ``where``."""
     try:
@@ -61,7 +71,34 @@ def call_user(where: str, fn: Callable[..., Any], *args: Any) -> Any:
     except (BudgetExceeded, SetupError, UserCodeError):
         raise
     except Exception as exc:  # noqa: BLE001 - any user failure becomes an ERROR result
+        hint = _signature_hint(where, fn, args) if isinstance(exc, TypeError) else None
+        if hint is not None:
+            raise SetupError(hint) from None
         raise UserCodeError(where, exc) from exc
+
+
+def _signature_hint(where: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Optional[str]:
+    """Return how to wrap a declared function whose signature cannot take traincheck's arguments."""
+    import inspect
+
+    if where not in _CALLED_AS:
+        return None
+    try:
+        signature = inspect.signature(fn)
+        signature.bind(*args)
+        return None  # the arguments fit: the TypeError came from inside the user's code
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read (some builtins)
+        return None
+    field, names = _CALLED_AS[where]
+    name = getattr(fn, "__name__", field)
+    params = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    extra = [p.name for p in params[len(args):] if p.default is p.empty]
+    call = f"{name}({names}{''.join(', ' + e for e in extra)})"
+    wrap = f"`{field}=lambda {names}: {call}`" if extra and name != "<lambda>" else "a function of these arguments"
+    return (f"`{field}` is called as {field}({names}), but {name}{signature} cannot take those arguments; "
+            f"wrap it, e.g. {wrap} (with the extra arguments bound to your values)")
 
 
 # -- global state -----------------------------------------------------------------------

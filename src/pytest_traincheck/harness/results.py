@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -89,6 +90,13 @@ def summary_lines(results: Iterable[CheckResult]) -> list[str]:
             if len(short) > MESSAGE_WIDTH:
                 short = short[:MESSAGE_WIDTH - 3] + "..."
             cls = checks.get(r.code)
-            curve = f"  {sparkline(r.curve, SPARK_WIDTH)}" if cls and cls.RECORDS_SERIES and r.curve else ""
+            curve = f"  {sparkline(r.curve, SPARK_WIDTH)}{_end(r.curve)}" if cls and cls.RECORDS_SERIES and r.curve else ""
             lines.append(f"  {r.title:<{width}}  {r.verdict.name:<5}  {r.duration:5.2f}s  {short}{curve}")
     return lines
+
+
+def _end(curve: list[float]) -> str:
+    """Return the curve's end value and its share of the start, which the bars alone cannot show."""
+    first, last = curve[0], curve[-1]
+    share = f" ({last / first:.0%} of start)" if first > 0 and math.isfinite(first) and math.isfinite(last) else ""
+    return f"  end {last:.3g}{share}"

@@ -1,4 +1,4 @@
-"""A one-line Unicode sparkline of a loss curve, log-scaled, for the terminal summary."""
+"""A one-line Unicode sparkline of a loss curve, scaled from zero, for the terminal summary."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ NON_FINITE = "!"
 
 
 def sparkline(values: Optional[Sequence[float]], width: int = 32) -> str:
-    """Return ``values`` as at most ``width`` bar characters; log-scaled when every finite value is > 0."""
+    """Return ``values`` as at most ``width`` bar characters, scaled from zero when no value is negative."""
     if not values:
         return ""
     points = _downsample([float(v) for v in values], width)
     finite = [v for v in points if math.isfinite(v)]
     if not finite:
         return NON_FINITE * len(points)
-    # Losses fall over orders of magnitude: a log scale keeps the tail of the curve visible.
-    scale = math.log if min(finite) > 0 else (lambda v: v)
-    low, high = scale(min(finite)), scale(max(finite))
-    span = high - low
+    # From zero, not from the minimum: a loss that fell only to 68 % of its start must still look high
+    # (min-to-max scaling drew it down to the lowest bar, as if it had converged).
+    low = 0.0 if min(finite) >= 0 else min(finite)
+    span = max(finite) - low
     return "".join(NON_FINITE if not math.isfinite(v) else
-                   BARS[0 if span <= 0 else min(int((scale(v) - low) / span * len(BARS)), len(BARS) - 1)]
+                   BARS[0 if span <= 0 else min(int((v - low) / span * len(BARS)), len(BARS) - 1)]
                    for v in points)
 
 
