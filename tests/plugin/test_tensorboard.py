@@ -82,6 +82,28 @@ def test_run_checks_api_writes_the_same_run(tmp_path: Path) -> None:
     assert [e.value for e in acc.Scalars("overfit/loss")] == pytest.approx(report.get("TRN601").curve, rel=1e-6)
 
 
+def test_each_invocation_writes_a_fresh_run_folder(tmp_path: Path) -> None:
+    from pytest_traincheck.harness import examples as ex
+    from pytest_traincheck.harness.runner import run_checks
+
+    for _ in range(3):
+        run_checks(ex.setup("again"), select=["TRN601"], logdir=str(tmp_path), seed=1)
+    runs = sorted(p.name for p in tmp_path.iterdir())
+    assert runs == ["again-seed1", "again-seed1-run2", "again-seed1-run3"]
+    for run in runs:  # one event file each: TensorBoard draws three curves, not one tangled one
+        assert len(list((tmp_path / run).glob("events.out.tfevents.*"))) == 1
+
+
+def test_rerunning_pytest_into_the_same_logdir_starts_a_new_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(mysetup=SETUPS)
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:make"]\n')
+    args = ("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-select", "TRN101",
+            "--train-sanity-logdir", "tb")
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    assert sorted(p.name for p in (pytester.path / "tb").iterdir()) == ["tiny-seed0", "tiny-seed0-run2"]
+
+
 def test_missing_tensorboard_is_a_one_line_usage_error(pytester: pytest.Pytester,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError

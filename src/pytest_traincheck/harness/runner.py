@@ -143,14 +143,14 @@ class Runner:
     """
 
     def __init__(self, *, seed: int = 0, device: Optional[str] = None, budget: Optional[float] = DEFAULT_BUDGET,
-                 strict: bool = False, logdir: Optional[str] = None) -> None:
+                 strict: bool = False, logdir: Optional[str] = None, run: Optional[int] = None) -> None:
         self.seed, self.device, self.budget, self.strict = seed, device, budget, strict
         self.prepared: dict[Any, Union[SetupData, Exception]] = {}
         self.log: Any = None
         if logdir:
             from pytest_traincheck.harness.tensorboard import TensorBoardLog
 
-            self.log = TensorBoardLog(logdir, seed)  # raises TensorBoardMissing before any check runs
+            self.log = TensorBoardLog(logdir, seed, run)  # raises TensorBoardMissing before any check runs
 
     def run(self, code: str, training: Training, key: Any = None) -> CheckResult:
         """Run one check on one setup; ``key`` names the setup for preparing it once (default: the object)."""

@@ -62,9 +62,22 @@ class SeriesRecorder:
         self.before.clear()
 
 
-def run_name(setup: str, seed: int) -> str:
-    """Return the run directory name for one setup and seed, safe as a path component."""
-    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', setup).strip('._') or 'setup'}-seed{seed}"
+_RUN = re.compile(r".+-seed\d+(?:-run(\d+))?")
+
+
+def run_name(setup: str, seed: int, run: int = 1) -> str:
+    """Return the run directory name for one setup, seed and invocation, safe as a path component."""
+    base = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', setup).strip('._') or 'setup'}-seed{seed}"
+    return base if run <= 1 else f"{base}-run{run}"
+
+
+def next_run(logdir: Union[str, Path]) -> int:
+    """Return the number of a new invocation: one more than any run folder already in ``logdir``."""
+    folder = Path(logdir)
+    if not folder.is_dir():
+        return 1
+    numbers = [int(m.group(1) or 1) for p in folder.iterdir() if p.is_dir() and (m := _RUN.fullmatch(p.name))]
+    return max(numbers, default=0) + 1
 
 
 def summary_writer_class() -> Any:
@@ -77,16 +90,21 @@ def summary_writer_class() -> Any:
 
 
 class TensorBoardLog:
-    """Write one TensorBoard run per setup under ``logdir``: ``<logdir>/<setup>-seed<seed>``."""
+    """Write one TensorBoard run per setup and invocation: ``<logdir>/<setup>-seed<seed>[-run<N>]``.
 
-    def __init__(self, logdir: Union[str, Path], seed: int) -> None:
+    Each invocation gets fresh folders (``-run2``, ``-run3``... once earlier runs are there), so a
+    re-run never adds a second event file to an old run, whose curves TensorBoard would overlay.
+    """
+
+    def __init__(self, logdir: Union[str, Path], seed: int, run: Optional[int] = None) -> None:
         self.logdir, self.seed = Path(logdir), seed
+        self.run = next_run(logdir) if run is None else run
         self.writer_class = summary_writer_class()  # fail at start, not after the first check
         self.writers: dict[str, Any] = {}
 
     def run_dir(self, setup: str) -> Path:
         """Return where the events of ``setup`` go."""
-        return self.logdir / run_name(setup, self.seed)
+        return self.logdir / run_name(setup, self.seed, self.run)
 
     def add(self, result: CheckResult, series: Optional[dict[str, list[float]]] = None) -> None:
         """Log one check's verdict as text, its loss curve and any per-step series as scalars."""

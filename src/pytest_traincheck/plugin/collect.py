@@ -30,8 +30,10 @@ class SanityState:
         except ValueError as exc:
             raise pytest.UsageError(f"--train-sanity-select/--train-sanity-ignore: {exc}") from None
         try:
+            # xdist workers write into the run folders the controller chose, not the next ones.
+            run = getattr(config, "workerinput", {}).get("traincheck_run")
             self.runner = Runner(seed=options.seed, device=options.device, budget=options.budget,
-                                 strict=options.strict, logdir=options.logdir)
+                                 strict=options.strict, logdir=options.logdir, run=run)
         except TensorBoardMissing as exc:
             raise pytest.UsageError(str(exc)) from None
         self.results: list[dict[str, Any]] = []
@@ -106,6 +108,12 @@ class SanityPlugin:
         from pytest_traincheck import catalog
 
         return f"{code}-{catalog.get(code).slug}"
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Under xdist, hand every worker this invocation's TensorBoard run number."""
+        if self.state.runner.log is not None:
+            node.workerinput["traincheck_run"] = self.state.runner.log.run
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
