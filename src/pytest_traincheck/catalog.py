@@ -174,6 +174,53 @@ _ENTRIES = [
     _p("TRN607", "loss-ignores-inputs",
        "The model trains no better on real inputs than on zeroed inputs.",
        "Check that the inputs reach the model (and that targets do not leak into them)."),
+    # 7xx: distributed training (TRN701-TRN709 dynamic, TRN711-TRN719 static)
+    _p("TRN701", "replicas-diverge",
+       "After a few distributed steps the ranks hold different parameters or buffers, so they no longer train one model.",
+       "Let DDP all-reduce every gradient (no `no_sync()` on the step that updates, no per-rank gradient edits, "
+       "`optimizer.step()` on every rank) and keep `broadcast_buffers=True` or use SyncBatchNorm."),
+    _p("TRN702", "ddp-step-not-equivalent",
+       "One distributed step over the ranks' shards does not move the parameters like one single-process step "
+       "over their concatenation.",
+       "Do not divide the loss by the world size (DDP already averages gradients), do not edit gradients per rank "
+       "after `backward()`, and leave `no_sync()` on the step that updates."),
+    _p("TRN703", "data-not-sharded",
+       "The ranks do not see disjoint shards that cover the dataset, or see them in the same order every epoch.",
+       "Build the training loader with `DistributedSampler(dataset)` (no `shuffle=True` on the DataLoader) and call "
+       "`sampler.set_epoch(epoch)` at the start of each epoch."),
+    _p("TRN704", "eval-not-reduced",
+       "The distributed evaluation result differs from the single-process result on the whole evaluation set: "
+       "one rank's shard is reported, or the sampler's padded duplicates are counted.",
+       "Reduce sums and counts across ranks (`dist.all_reduce`) or gather the predictions, and drop the samples a "
+       "`DistributedSampler` pads (count `len(dataset)` samples, not `len(sampler) * world_size`)."),
+    _p("TRN705", "checkpoint-written-by-every-rank",
+       "Several ranks write the same checkpoint file at once, which can leave a corrupt or mixed file.",
+       "Save only on rank 0 (`if dist.get_rank() == 0:`), then `dist.barrier()` before any rank loads it."),
+    _p("TRN706", "checkpoint-not-portable",
+       "A checkpoint saved from the DDP-wrapped model does not load into the plain model (its keys start with "
+       "`module.`), or one saved from the plain model does not load back into the wrapped one.",
+       "Save `model.module.state_dict()` (the unwrapped model) and load into `model.module`; or strip the prefix "
+       "with `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present`."),
+    _p("TRN711", "loader-without-distributed-sampler",
+       "A DataLoader in code that initialises a process group has no DistributedSampler, so every rank trains "
+       "on the whole dataset.",
+       "Pass `sampler=DistributedSampler(dataset)` (and no `shuffle=True`) to the training DataLoader."),
+    _p("TRN712", "save-not-rank-guarded",
+       "`torch.save` runs on every rank of a distributed program, so all ranks write the same file at once.",
+       "Save under `if dist.get_rank() == 0:` (or `if rank == 0:`) and `dist.barrier()` before loading."),
+    _p("TRN713", "load-without-map-location",
+       "`torch.load` without `map_location` in distributed code puts every rank's copy on the GPU it was saved "
+       "from (usually cuda:0), crowding one device.",
+       "Pass `map_location` (e.g. `map_location=f\"cuda:{local_rank}\"` or `\"cpu\"`)."),
+    _p("TRN714", "batchnorm-without-syncbn",
+       "A model with BatchNorm is wrapped in DistributedDataParallel without SyncBatchNorm conversion, so each "
+       "rank normalises with its own small-batch statistics.",
+       "Convert before wrapping: `model = nn.SyncBatchNorm.convert_sync_batchnorm(model)` (when per-GPU "
+       "batches are small)."),
+    _p("TRN715", "loss-divided-by-world-size",
+       "The loss is divided by the world size before `backward()` under DDP, which already averages gradients "
+       "over the ranks: the gradients shrink by the world size.",
+       "Drop the division: DDP's all-reduce averages the gradients."),
     # 9xx: API hygiene
     _p("TRN901", "deprecated-torch-api",
        "A deprecated torch API is used.",

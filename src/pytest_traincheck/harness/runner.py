@@ -28,8 +28,10 @@ def enabled_codes(select: Optional[Iterable[str]] = None, ignore: Optional[Itera
 
 def prepare(training: Training, seed: int = 0) -> SetupData:
     """Load the setup's fixed batches and confirm its factories return fresh objects."""
+    from pytest_traincheck.harness.distributed import single_rank
+
     data = SetupData.load(training, seed)
-    with isolated(seed):
+    with isolated(seed), single_rank(training):
         harness = Harness(data, seed=seed, device="cpu")
         first, second = harness.model(), harness.model()  # raises on the same object twice
         opt_a, opt_b = harness.optimizer(first), harness.optimizer(second)
@@ -111,8 +113,12 @@ def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
     if series is not None:
         series.clear()
         harness.series = series
+    from pytest_traincheck.harness.distributed import single_rank
+    from pytest_traincheck.harness.ranks import DistributedCheck
+
     try:
-        with isolated(seed), harness.clock.backstop():
+        with isolated(seed), harness.clock.backstop(), single_rank(None if isinstance(check, DistributedCheck)
+                                                                    else data.training):
             return check.run(harness)
     except (BudgetExceeded, UserCodeError, SetupError) as exc:
         return _error(check, exc)

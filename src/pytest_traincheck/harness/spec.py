@@ -48,6 +48,12 @@ class Training:
     overfit_steps: int = 100
     batch_size: int = 16
     options: dict[str, Any] = field(default_factory=dict)  # per-check knobs, keyed by code
+    # Distributed (TRN7xx): the number of ranks, and per-rank loaders built inside each rank once its
+    # process group exists (so a DistributedSampler can read rank and world size): `rank_data(epoch)` is
+    # the rank's training loader for that epoch, `rank_eval_data()` its evaluation loader.
+    world_size: int = 1
+    rank_data: Optional[Callable[[int], Iterable[Any]]] = None
+    rank_eval_data: Optional[Callable[[], Iterable[Any]]] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,7 +74,8 @@ class Training:
         if _looks_like_optimizer(self.optimizer):
             raise SetupError(f"{where}: `optimizer` must be a factory taking parameters, "
                              "for example `optimizer=lambda params: torch.optim.SGD(params, lr=0.1)`")
-        for attr in ("step", "train_epoch", "evaluate", "save_checkpoint", "load_checkpoint"):
+        for attr in ("step", "train_epoch", "evaluate", "save_checkpoint", "load_checkpoint", "rank_data",
+                     "rank_eval_data"):
             value = getattr(self, attr)
             if value is not None and not callable(value):
                 raise SetupError(f"{where}: `{attr}` must be callable or None")
@@ -83,7 +90,7 @@ class Training:
             raise SetupError(f"{where}: `task` must be one of {', '.join(TASKS)}; got {self.task!r}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
             raise SetupError(f"{where}: `num_classes` must be a positive int, got {self.num_classes!r}")
-        for attr, low in (("overfit_steps", 1), ("batch_size", 1)):
+        for attr, low in (("overfit_steps", 1), ("batch_size", 1), ("world_size", 1)):
             value = getattr(self, attr)
             if not isinstance(value, int) or value < low:
                 raise SetupError(f"{where}: `{attr}` must be an int >= {low}, got {value!r}")

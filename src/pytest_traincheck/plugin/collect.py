@@ -36,6 +36,12 @@ class SanityState:
                                  strict=options.strict, logdir=options.logdir, run=run)
         except TensorBoardMissing as exc:
             raise pytest.UsageError(str(exc)) from None
+        from pytest_traincheck.harness.distributed import set_world_size
+
+        try:
+            set_world_size(options.world_size)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--train-sanity-world-size: {exc}") from None
         self.results: list[dict[str, Any]] = []
         self.conftest_dirs: dict[Path, str] = {}
         self.declared = False

@@ -18,6 +18,8 @@ HELP_SEED = "seed for every RNG the checks use (default 0); replay a run with th
 HELP_DEVICE = "device to run the checks on: cpu (default) or cuda[:N]"
 HELP_REPORT = "write the results of every check as JSON to this path"
 HELP_BUDGET = "time budget in seconds per check (default 60); a slower or hanging step becomes an ERROR"
+HELP_WORLD_SIZE = ("run the distributed checks (TRN7xx) of every setup on N local ranks (gloo on CPU, nccl with a GPU "
+                   "per rank), overriding the setups' own `world_size`")
 HELP_LOGDIR = ("write TensorBoard event files per setup to LOGDIR/<setup>-seed<seed>: the overfit loss curve, per-step "
                "gradient norms and update ratios, and every verdict (needs the tensorboard package)")
 
@@ -36,6 +38,7 @@ _OPTIONS = (
     ("-report", "train_sanity_report", HELP_REPORT, "str"),
     ("-budget", "train_sanity_budget", HELP_BUDGET, "float"),
     ("-logdir", "train_sanity_logdir", HELP_LOGDIR, "str"),
+    ("-world-size", "train_sanity_world_size", HELP_WORLD_SIZE, "int"),
 )
 
 
@@ -66,6 +69,7 @@ class SanityOptions:
     report: Optional[str] = None
     budget: float = 60.0
     logdir: Optional[str] = None
+    world_size: Optional[int] = None
     trainings: list[str] = field(default_factory=list)
 
 

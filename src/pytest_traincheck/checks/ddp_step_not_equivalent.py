@@ -1,0 +1,131 @@
+"""TRN702: one distributed step does not equal one single-process step over the concatenated shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_traincheck.harness import ddp_examples as dx
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import CheckResult
+from pytest_traincheck.harness.ranks import DistributedCheck, Rank, state, unwrap
+
+TOLERANCE = 1e-3  # max abs difference of the updates, relative to the largest single-process update
+
+
+class DdpStepNotEquivalent(DistributedCheck):
+    """Fail when a distributed step moves the parameters unlike a single-process step on the whole batch.
+
+    Every rank runs the user's step once on its shard of the fixed batch; rank 0 then
+    runs the same step alone (world size 1, same initial weights) on the concatenation
+    of the shards, twice to be sure the step is deterministic. With equal shards and a
+    mean-reduced loss, DDP's averaged gradients equal the whole-batch gradients, so each
+    rank's update must match. Dropout layers are disabled in both runs.
+    """
+
+    CODE = "TRN702"
+    PASSING = (lambda: dx.setup(), lambda: dx.setup(3),
+               lambda: dx.setup(step=dx.step_accumulating),
+               lambda: dx.setup(model=lambda: ex.MLP(dropout=0.3), optimizer=lambda p: torch.optim.SGD(
+                   p, lr=0.1, momentum=0.9)),
+               lambda: dx.setup(model=dx.ddp_model, step=None))
+    FAILING = (lambda: dx.setup(step=dx.step_loss_over_world),
+               lambda: dx.setup(3, step=dx.step_loss_over_world),
+               lambda: dx.setup(step=dx.step_never_syncing),
+               lambda: dx.setup(step=dx.step_grads_scaled_per_rank))
+
+    def on_rank(self, r: Rank) -> Any:
+        model, optimizer = r.fresh()
+        if _has_local_batchnorm(model):
+            return None
+        _disable_dropout(model)
+        before = state(model)
+        r.step(model, optimizer, r.shard())
+        return {"before": before, "delta": _delta(before, state(model))}
+
+    def reference(self, r: Rank, evidence: list[Any]) -> Any:
+        if evidence[0] is None:
+            return None
+        runs = []
+        for _ in range(2):
+            model, optimizer = r.fresh()
+            unwrap(model).load_state_dict(evidence[0]["before"])
+            _disable_dropout(model)
+            r.step(model, optimizer, r.whole(len(evidence)))
+            runs.append(_delta(evidence[0]["before"], state(model)))
+        return runs
+
+    def conclude(self, evidence: list[Any], reference: Any, world: int) -> CheckResult:
+        if reference is None:
+            return self.skipped("the model has BatchNorm layers (not SyncBatchNorm): each rank normalises its own "
+                                "shard, so a DDP step is not a whole-batch step by design; convert with "
+                                "SyncBatchNorm to compare")
+        ref, again = reference
+        scale = max((float(v.abs().max()) for v in ref.values() if v.numel()), default=0.0)
+        if scale == 0.0:
+            return self.skipped("the single-process step does not move any parameter (see TRN602)")
+        noise = _max_diff(ref, again)
+        if noise > TOLERANCE * scale:
+            return self.skipped(f"the step is not deterministic (two single-process runs differ by {noise:.3g}), "
+                                "so its distributed update cannot be compared")
+        ref_norm = _norm(ref)
+        for rank, ev in enumerate(evidence):
+            delta = ev["delta"]
+            diff = _max_diff(ref, delta)
+            if diff <= TOLERANCE * scale:
+                continue
+            ratio = _norm(delta) / ref_norm
+            name = _first_param(ref, delta, TOLERANCE * scale)
+            return self.failed(
+                f"one step on {world} ranks moved the parameters differently from one single-process step over "
+                f"the {world} shards together: on rank {rank}, `{name}` is off by {diff:.3g} (the largest "
+                f"single-process update is {scale:.3g}); the update is {ratio:.3g}x the single-process one"
+                f"{_diagnosis(ratio, world, evidence)}", rank=rank, first_difference=name, max_abs_diff=diff,
+                update_ratio=ratio)
+        return self.passed(f"one step on {world} ranks matched one single-process step over the concatenated "
+                           f"shards on every rank (largest update {scale:.3g})", max_update=scale)
+
+
+def _diagnosis(ratio: float, world: int, evidence: list[Any]) -> str:
+    scale = max((float(v.abs().max()) for v in evidence[0]["delta"].values() if v.numel()), default=0.0)
+    if any(_max_diff(evidence[0]["delta"], ev["delta"]) > TOLERANCE * scale for ev in evidence[1:]):
+        return (": the ranks' updates differ from each other, so gradients were not all-reduced (`no_sync()` on "
+                "the updating step) or were edited per rank after `backward()`")
+    if abs(ratio * world - 1) < 0.05:
+        return (f" = 1/{world}: the loss is divided by the world size on top of DDP's gradient averaging "
+                "(or summed per shard with reduction='sum')")
+    if abs(ratio / world - 1) < 0.05:
+        return f" = {world}: the gradients are summed over the ranks instead of averaged"
+    return ""
+
+
+def _has_local_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+               for m in model.modules())
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+
+
+def _delta(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: after[k].double() - v.double() for k, v in before.items() if v.is_floating_point() and k in after}
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((float((v - b[k]).abs().max()) for k, v in a.items() if v.numel() and k in b), default=0.0)
+
+
+def _norm(d: dict[str, torch.Tensor]) -> float:
+    return max(float(sum(float(v.pow(2).sum()) for v in d.values())) ** 0.5, 1e-30)
+
+
+def _first_param(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float) -> str:
+    for k, v in a.items():
+        if v.numel() and k in b and float((v - b[k]).abs().max()) > tol:
+            return k
+    return next(iter(a), "?")
