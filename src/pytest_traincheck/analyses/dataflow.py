@@ -27,41 +27,17 @@ from typing import NamedTuple, Optional
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import (
+from pytest_traincheck.lint.rule import Analysis, Rule, dotted_name, get_arg, param_names, self_attr
+from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.analyses.torch_vocabulary import (
     ACTIVATION_FUNCS,
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
-    Analysis,
-    Rule,
-    dotted_name,
-    get_arg,
+    BIAS_POSITION,
+    PASSTHROUGH_METHODS,
+    WRAPPERS,
     is_module_subclass_base,
-    param_names,
-    self_attr,
 )
-from pytest_traincheck.lint.context import FileContext
-
-# Layers whose output is provably raw scores (never log-probabilities).
-RAW_LAYERS = frozenset({
-    "torch.nn.Linear", "torch.nn.LazyLinear", "torch.nn.Bilinear", "torch.nn.Conv1d", "torch.nn.Conv2d",
-    "torch.nn.Conv3d", "torch.nn.LazyConv1d", "torch.nn.LazyConv2d", "torch.nn.LazyConv3d",
-})
-LINEAR_LAYERS = frozenset({"torch.nn.Linear", "torch.nn.LazyLinear"})
-# Methods that return their receiver, or the same tensor in another dtype/device/shape.
-_PASSTHROUGH_METHODS = frozenset({
-    "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "contiguous", "squeeze", "view", "reshape",
-    "train", "eval", "requires_grad_",
-})
-_WRAPPERS = frozenset({
-    "torch.compile", "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
-    "torch.nn.parallel.DistributedDataParallel",
-})
-# Where the ``bias`` argument sits positionally in each biased layer's constructor.
-BIAS_POSITION = {
-    "torch.nn.Linear": 2, "torch.nn.LazyLinear": 1, "torch.nn.Conv1d": 7, "torch.nn.Conv2d": 7,
-    "torch.nn.Conv3d": 7, "torch.nn.LazyConv1d": 6, "torch.nn.LazyConv2d": 6, "torch.nn.LazyConv3d": 6,
-}
-
 
 class Value(NamedTuple):
     """What an expression evaluates to, abstractly.
@@ -172,7 +148,7 @@ class Tracker(Analysis):
             method = func.attr.value
             if method in ACTIVATION_METHODS:
                 return Value("act", ACTIVATION_METHODS[method])
-            if method in _PASSTHROUGH_METHODS:
+            if method in PASSTHROUGH_METHODS:
                 return self.evaluate(func.value)
             if method == "forward":
                 return apply(self.evaluate(func.value))
@@ -186,7 +162,7 @@ class Tracker(Analysis):
             return Value("act", ACTIVATION_FUNCS[qual])
         if qual == "torch.nn.Sequential":
             return Value("seq", self.sequential_last(call), call)
-        if qual in _WRAPPERS:
+        if qual in WRAPPERS:
             first = get_arg(call, "module", 0) or get_arg(call, "model", 0)
             return self.evaluate(first.value) if first else None
         last = qual.rsplit(".", 1)[-1]

@@ -22,6 +22,7 @@ import libcst as cst
 
 from pytest_traincheck.lint.rule import Analysis, Rule, call_name, dotted_name, get_arg, is_false, receiver
 from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.analyses.torch_vocabulary import GRAD_SWITCHES, grad_mode_of_all, steps_an_optimizer
 
 # -- names ---------------------------------------------------------------------------
 
@@ -86,40 +87,11 @@ def source_of(context: FileContext, node: cst.CSTNode) -> str:
 
 # -- grad mode -----------------------------------------------------------------------
 
-_GRAD_OFF = ("no_grad", "inference_mode")
-# Calls that switch grad mode or gradient tracking outside a with-statement (or compute gradients).
-_GRAD_SWITCHES = frozenset({"no_grad", "inference_mode", "set_grad_enabled", "enable_grad", "requires_grad_", "grad"})
-
-
-def disables_grad(expr: cst.BaseExpression) -> bool:
-    """True for ``torch.no_grad()``, ``torch.inference_mode()``, ``torch.set_grad_enabled(False)`` (any alias)."""
-    func = expr.func if isinstance(expr, cst.Call) else expr
-    name = dotted_name(func) or ""
-    last = name.rsplit(".", 1)[-1]
-    if last in _GRAD_OFF:
-        return not (isinstance(expr, cst.Call) and expr.args and is_false(expr.args[0].value))
-    if last == "set_grad_enabled" and isinstance(expr, cst.Call):
-        arg = get_arg(expr, "mode", 0)
-        return arg is not None and is_false(arg.value)
-    return False
-
-
 def is_eval_context(expr: cst.BaseExpression) -> bool:
     """True for a context manager named like it puts a model in eval mode (``eval_mode(model)``)."""
     func = expr.func if isinstance(expr, cst.Call) else expr
     name = lowered((dotted_name(func) or "").rsplit(".", 1)[-1])
     return "eval" in name
-
-
-def is_optimizer_like(node: Optional[cst.BaseExpression]) -> bool:
-    """True if a ``.step()`` receiver is named like an optimizer or a grad scaler (not a scheduler)."""
-    dotted = dotted_name(node) if node is not None else None
-    if dotted is None and isinstance(node, cst.Call):  # self.optimizers().step()
-        dotted = dotted_name(node.func)
-    if dotted is None:
-        return False
-    last = lowered(dotted.rsplit(".", 1)[-1])
-    return "sched" not in last and ("opt" in last or "scaler" in last)
 
 
 # -- the per-file train/eval flow ------------------------------------------------------
@@ -214,7 +186,7 @@ class EvalFlow(Analysis):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         cls = self.classes[-1] if self.classes and self.classes[-1] is not None else ""
-        no_grad = any(disables_grad(d.decorator) for d in node.decorators)
+        no_grad = grad_mode_of_all(self.context, (d.decorator for d in node.decorators)) == "off"
         self.scopes.append(Scope(node, (cls, node.name.value), no_grad))
         self.classes.append(None)  # a nested def is not a method
 
@@ -244,7 +216,7 @@ class EvalFlow(Analysis):
 
     def visit_With(self, node: cst.With) -> None:
         scope = self.scope
-        scope.withs.append((node, any(disables_grad(item.item) for item in node.items)))
+        scope.withs.append((node, grad_mode_of_all(self.context, (item.item for item in node.items)) == "off"))
         self._with_items.update(id(item.item) for item in node.items)
         if any(is_eval_context(item.item) for item in node.items):
             scope.eval_context = True
@@ -260,7 +232,7 @@ class EvalFlow(Analysis):
         scope = self.scope
         name = call_name(node)
         func = node.func
-        if name in _GRAD_SWITCHES and id(node) not in self._with_items:
+        if name in GRAD_SWITCHES and id(node) not in self._with_items:
             scope.grad_mentions = True
         if isinstance(func, cst.Attribute) and self.context.qualname(func) is None:
             self._method_call(scope, node, name or "", receiver(node))
@@ -272,7 +244,7 @@ class EvalFlow(Analysis):
                 loop.model_calls.append((node, under))
 
     def _method_call(self, scope: Scope, node: cst.Call, name: str, recv: Optional[cst.BaseExpression]) -> None:
-        if name == "backward" or (name == "step" and is_optimizer_like(recv)):
+        if name == "backward" or (name == "step" and steps_an_optimizer(recv)):
             scope.training = True
             for loop in scope.open_loops:
                 loop.training = True

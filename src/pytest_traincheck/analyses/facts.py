@@ -10,33 +10,20 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import (
+from pytest_traincheck.lint.rule import dotted_name, self_attr
+from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.analyses.torch_vocabulary import (
     ACTIVATION_FUNCS,
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
     RECURRENT_LAYERS,
-    dotted_name,
     is_module_subclass_base,
-    self_attr,
+    strip_passthrough,
 )
-from pytest_traincheck.lint.context import FileContext
 from pytest_traincheck.lint.project import ClassFacts, FileFacts, ProjectFacts
 
 __all__ = ["ClassFacts", "FactsCollector", "FileFacts", "ProjectFacts", "activation_of", "contains_recurrent",
            "module_activation"]
-
-# Methods that reshape or move a tensor without changing what its values are.
-_SHAPE_METHODS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "to",
-                            "float", "double", "half", "cpu", "cuda", "view_as", "reshape_as"})
-
-
-def _unwrap_shape(expr: cst.BaseExpression) -> cst.BaseExpression:
-    """Strip ``.view(-1)``/``.squeeze(1)``/... from a returned expression."""
-    while (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute)
-           and expr.func.attr.value in _SHAPE_METHODS):
-        expr = expr.func.value
-    return expr
-
 
 def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:
     """Return 'softmax' / 'log_softmax' / 'sigmoid' if ``expr`` is such a call, else None.
@@ -152,7 +139,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
         if not self._stack or not self._in_forward or node.value is None:
             return
         facts, layers = self._stack[-1]
-        value = _unwrap_shape(node.value)
+        value = strip_passthrough(node.value)
         activation = activation_of(self.context, value, layers)
         if activation is None and isinstance(value, cst.Name) and self._locals:
             activation = self._locals[-1].get(value.value)

@@ -38,35 +38,21 @@ import libcst as cst
 
 from pytest_traincheck.lint.rule import Analysis, Rule, call_name, dotted_name, get_arg, param_names, receiver
 from pytest_traincheck.lint.context import FileContext
+from pytest_traincheck.analyses.torch_vocabulary import (
+    grad_mode_of_all,
+    is_optimizer_class,
+    is_scheduler_like,
+    last_name,
+    optimizer_like,
+    scaler_like,
+)
 
 INLINE_DEPTH = 3
-_OPT_NAME = re.compile(r"(?i:optim)|(^|_)opts?($|_|\d)|^opt[A-Z]|[a-z]Opt($|_|\d)|^[a-z]?opt[a-z]?$")
-_NOT_OPT = re.compile(r"sched|lr_|warmup|option", re.IGNORECASE)
 _BACKWARD_OWNERS = re.compile(r"accelerator|fabric|engine|deepspeed", re.IGNORECASE)
 _CLEAR_HELPER = re.compile(r"(zero|clear|reset)_?grad", re.IGNORECASE)
 CLIP_EXACT = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients"})
 _GRAD_INPLACE_CLEAR = frozenset({"zero_", "detach_"})
 _GRAD_INPLACE_CLAMP = frozenset({"clamp_", "clamp", "clip_", "clip"})
-_PASSTHROUGH = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
-                          "requires_grad_", "share_memory"})
-_WRAPPERS = frozenset({"torch.compile", "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
-                       "torch.nn.parallel.DistributedDataParallel"})
-_GRAD_OFF = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
-                       "torch.inference_mode", "torch.autograd.grad_mode.inference_mode"})
-_GRAD_ON = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
-_SET_GRAD = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
-                       "torch.autograd.grad_mode.set_grad_enabled"})
-
-
-def last_name(name: Optional[str]) -> Optional[str]:
-    """Return ``optimizer`` for ``self.optimizer``."""
-    return name.rsplit(".", 1)[-1] if name else None
-
-
-def optimizer_like(name: Optional[str]) -> bool:
-    """True for names like ``optimizer``, ``opt``, ``opt_g``, ``optimizerD``, ``self.optim``."""
-    short = last_name(name)
-    return bool(short) and bool(_OPT_NAME.search(short)) and not _NOT_OPT.search(short)  # type: ignore[arg-type]
 
 
 @dataclass(eq=False)
@@ -217,10 +203,7 @@ class FileLoops(Analysis):
 
     def enter_def(self, node: cst.FunctionDef) -> None:
         params = param_names(node.params, stars=False)
-        grad = None
-        for decorator in node.decorators:
-            target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
-            grad = self.grad_mode_of(target, decorator.decorator) or grad
+        grad = grad_mode_of_all(self.context, (d.decorator for d in node.decorators))
         owner = next(s for s in self.scope.ancestors() if s.kind in ("def", "module", "class"))
         scope = self.push("def", node, grad=grad, name=node.name.value, params=params)
         owner.defs.setdefault(node.name.value, scope)
@@ -234,29 +217,7 @@ class FileLoops(Analysis):
         self.push("loop", node, targets=targets)
 
     def enter_with(self, node: cst.With) -> None:
-        grad = None
-        for item in node.items:
-            expr = item.item
-            func = expr.func if isinstance(expr, cst.Call) else expr
-            grad = self.grad_mode_of(func, expr) or grad
-        self.push("with", node, grad=grad)
-
-    def grad_mode_of(self, func: cst.BaseExpression, expr: cst.BaseExpression) -> Optional[str]:
-        """Return "off"/"on" for a grad-mode context manager or decorator, else None."""
-        qual = self.context.qualname(func)
-        if qual is None:
-            return None
-        args = expr.args if isinstance(expr, cst.Call) else ()
-        if qual in _GRAD_OFF:
-            mode = get_arg(expr, "mode", 0) if isinstance(expr, cst.Call) else None
-            if mode is None or _is_name(mode.value, "True"):
-                return "off"
-            return "on" if _is_name(mode.value, "False") else "unknown"
-        if qual in _GRAD_ON:
-            return "on"
-        if qual in _SET_GRAD and args:
-            return "off" if _is_name(args[0].value, "False") else "unknown"
-        return None
+        self.push("with", node, grad=grad_mode_of_all(self.context, (item.item for item in node.items)))
 
     def on_call(self, node: cst.Call) -> None:
         name = call_name(node)
@@ -312,11 +273,11 @@ class FileLoops(Analysis):
 
     def _on_step(self, node: cst.Call, recv_name: str) -> None:
         short = last_name(recv_name) or ""
-        if "scaler" in short.lower():
+        if scaler_like(short):
             arg = get_arg(node, "optimizer", 0)
             opt = dotted_name(arg.value) if arg is not None else None
             self.add("step", node, name=self._param_free(opt) if opt else "*", closure=len(node.args) > 1)
-        elif not _NOT_OPT.search(short):
+        elif not is_scheduler_like(short):
             name = self._param_free(recv_name) if optimizer_like(recv_name) else recv_name
             self.add("step", node, name=name, closure=bool(node.args))
 
@@ -342,7 +303,7 @@ class FileLoops(Analysis):
             name = dotted_name(target)
             if name is not None:
                 self.add("assign", node, name=name, expr=None if augmented else value)
-                if not augmented and isinstance(value, cst.Call) and _optimizer_ctor(self.context, value):
+                if not augmented and isinstance(value, cst.Call) and optimizer_ctor(self.context, value):
                     self.optimizer_names.add(last_name(name) or name)
             else:
                 for bound in _names_in(target):
@@ -601,27 +562,9 @@ def _self_sum(name: str, value: cst.BaseExpression) -> bool:
     )
 
 
-def _optimizer_ctor(context: FileContext, value: cst.Call) -> bool:
-    qual = context.qualname(value.func) or ""
-    return qual.startswith("torch.optim.") and qual.count(".") == 2 and qual.rsplit(".", 1)[-1][:1].isupper()
-
-
 def optimizer_ctor(context: FileContext, value: Optional[cst.BaseExpression]) -> bool:
     """True for ``torch.optim.Adam(...)`` however it was imported."""
-    return isinstance(value, cst.Call) and _optimizer_ctor(context, value)
-
-
-def strip_wrappers(context: FileContext, expr: Optional[cst.BaseExpression]) -> Optional[cst.BaseExpression]:
-    """``Net().to(dev)`` -> ``Net()``; ``nn.DataParallel(Net())`` -> ``Net()``."""
-    while isinstance(expr, cst.Call):
-        if isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _PASSTHROUGH \
-                and isinstance(expr.func.value, cst.Call):
-            expr = expr.func.value
-        elif context.qualname(expr.func) in _WRAPPERS and expr.args:
-            expr = expr.args[0].value
-        else:
-            return expr
-    return expr
+    return isinstance(value, cst.Call) and is_optimizer_class(context.qualname(value.func))
 
 
 def parameter_owners(expr: cst.CSTNode) -> list[str]:

@@ -156,24 +156,6 @@ class Rule(cst.BatchableCSTVisitor):
         return pos.start.line, pos.start.column + 1
 
 
-# What the activations that turn scores into probabilities are called, by qualified name.
-ACTIVATION_FUNCS = {
-    "torch.softmax": "softmax",
-    "torch.nn.functional.softmax": "softmax",
-    "torch.special.softmax": "softmax",
-    "torch.log_softmax": "log_softmax",
-    "torch.nn.functional.log_softmax": "log_softmax",
-    "torch.special.log_softmax": "log_softmax",
-    "torch.sigmoid": "sigmoid",
-    "torch.nn.functional.sigmoid": "sigmoid",
-    "torch.special.expit": "sigmoid",
-}
-ACTIVATION_MODULES = {
-    "torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid",
-}
-ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
-
-
 # -- pure helpers shared by rules ------------------------------------------------
 
 
@@ -259,27 +241,3 @@ def self_attr(node: Optional[cst.CSTNode]) -> Optional[str]:
     ):
         return node.attr.value
     return None
-
-
-RECURRENT_LAYERS = frozenset({"torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU"})
-BATCHNORM_LAYERS = frozenset(
-    {"torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm",
-     "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d", "torch.nn.LazyBatchNorm3d"}
-)
-BIASED_LAYERS = frozenset(
-    {"torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.Conv3d", "torch.nn.Linear",
-     "torch.nn.LazyConv1d", "torch.nn.LazyConv2d", "torch.nn.LazyConv3d", "torch.nn.LazyLinear"}
-)
-SOFTMAX_FUNCS = frozenset(
-    {"torch.softmax", "torch.nn.functional.softmax", "torch.log_softmax", "torch.nn.functional.log_softmax",
-     "torch.special.softmax", "torch.special.log_softmax"}
-)
-CROSS_ENTROPY = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.functional.cross_entropy"})
-OPTIMIZER_PREFIXES = ("torch.optim.",)
-
-
-def is_module_subclass_base(qualname: Optional[str]) -> bool:
-    """True for ``torch.nn.Module`` (and Lightning's module), the roots of model classes."""
-    return qualname in {"torch.nn.Module", "torch.nn.modules.module.Module",
-                        "pytorch_lightning.LightningModule", "lightning.LightningModule",
-                        "lightning.pytorch.LightningModule"}

@@ -7,8 +7,9 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import BATCHNORM_LAYERS, BIASED_LAYERS, Invalid, Valid
-from pytest_traincheck.analyses.dataflow import BIAS_POSITION, FlowRule, bias_enabled, first_arg, set_keyword
+from pytest_traincheck.lint.rule import Invalid, Valid
+from pytest_traincheck.analyses.dataflow import FlowRule, bias_enabled, first_arg, set_keyword
+from pytest_traincheck.analyses.torch_vocabulary import BATCHNORM_LAYERS, BIAS_POSITION, BIASED_LAYERS
 
 _Layer = tuple[str, cst.Call]  # (qualified class, its construction)
 

@@ -6,9 +6,10 @@ from typing import Optional, Union
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import RECURRENT_LAYERS, Condition, Invalid, Valid, dotted_name, get_arg
+from pytest_traincheck.lint.rule import Condition, Invalid, Valid, dotted_name, get_arg
 from pytest_traincheck.analyses.facts import contains_recurrent
-from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, optimizer_bindings, strip_wrappers
+from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, optimizer_bindings
+from pytest_traincheck.analyses.torch_vocabulary import RECURRENT_LAYERS, strip_wrappers
 
 _Verdict = Union[bool, str]  # True: holds a recurrent layer; a class name: depends on that class; False: unknown
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name, is_module_subclass_base
+from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name
+from pytest_traincheck.analyses.torch_vocabulary import is_module_subclass_base
 from pytest_traincheck.analyses.dataflow import FlowRule
 
 

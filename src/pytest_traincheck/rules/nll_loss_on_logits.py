@@ -5,7 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Condition, Invalid, Valid
-from pytest_traincheck.analyses.dataflow import RAW_LAYERS, FlowRule, Value, loss_input
+from pytest_traincheck.analyses.dataflow import FlowRule, Value, loss_input
+from pytest_traincheck.analyses.torch_vocabulary import RAW_LAYERS
 
 _FUNCTIONS = frozenset({"torch.nn.functional.nll_loss"})
 _MODULES = frozenset({"torch.nn.NLLLoss"})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import CROSS_ENTROPY, Condition, Invalid, Valid
+from pytest_traincheck.lint.rule import Condition, Invalid, Valid
 from pytest_traincheck.analyses.dataflow import FlowRule, direct_activation_input, loss_input, replace_loss_input
+from pytest_traincheck.analyses.torch_vocabulary import CROSS_ENTROPY
 
 _FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
 _MODULES = frozenset(CROSS_ENTROPY - _FUNCTIONS)

@@ -7,7 +7,8 @@ from typing import Optional
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Invalid, Valid, get_arg, self_attr
-from pytest_traincheck.analyses.dataflow import LINEAR_LAYERS, FlowRule, set_keyword
+from pytest_traincheck.analyses.dataflow import FlowRule, set_keyword
+from pytest_traincheck.analyses.torch_vocabulary import LINEAR_LAYERS
 
 # Implicit dim (deprecated, warns): where ``dim`` sits positionally.
 _IMPLICIT = {

@@ -5,7 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name, receiver
-from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, last_name, optimizer_models
+from pytest_traincheck.analyses.loops import Event, LoopRule, Scope, optimizer_models
+from pytest_traincheck.analyses.torch_vocabulary import last_name
 
 
 class ZeroGradBeforeStep(LoopRule):
