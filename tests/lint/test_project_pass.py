@@ -68,3 +68,32 @@ def test_the_imported_module_decides_between_namesakes(tmp_path: Path, capsys: p
     (tmp_path / "other.py").write_text(MODEL_SOFTMAX)  # a namesake in a module train.py does not import
     (tmp_path / "train.py").write_text(TRAIN)
     assert _lint(tmp_path, capsys, "--no-cache") == []
+
+
+def test_a_sibling_module_wins_over_a_namesake_module_in_another_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # pytorch/examples-shaped: every example folder has its own model.py with its own Net.
+    for folder, model in (("super_resolution", MODEL_LOGITS), ("classifier", MODEL_SOFTMAX)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model.py").write_text(model)
+        (tmp_path / folder / "train.py").write_text(TRAIN)
+    assert _lint(tmp_path, capsys, "--no-cache") == ["train.py:10:12 TRN201"]
+    found = _lint(tmp_path / "classifier", capsys, "--no-cache")
+    assert found == ["train.py:10:12 TRN201"]
+
+
+def test_relative_imports_resolve_within_the_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder, model in (("pkg_a", MODEL_SOFTMAX), ("pkg_b", MODEL_LOGITS)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+        (tmp_path / folder / "model.py").write_text(model)
+        (tmp_path / folder / "train.py").write_text(TRAIN.replace("from model import", "from .model import"))
+    lines = _lint(tmp_path, capsys, "--no-cache")
+    assert lines == ["train.py:10:12 TRN201"]
+
+
+def test_a_bare_name_defined_in_two_files_is_not_guessed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.py").write_text(MODEL_SOFTMAX)
+    (tmp_path / "b.py").write_text(MODEL_LOGITS)
+    (tmp_path / "train.py").write_text(TRAIN.replace("from model import Net\n", "from helpers import *\n"))
+    assert _lint(tmp_path, capsys, "--no-cache") == []

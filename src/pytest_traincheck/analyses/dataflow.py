@@ -170,7 +170,7 @@ class Tracker(Analysis):
             return None
         if qual.startswith("torch."):
             return Value("module", qual, call)
-        return Value("instance", last)  # from model import Net; Net()
+        return Value("instance", qual)  # from model import Net; Net(): the project pass resolves the module
 
     def sequential_last(self, call: cst.Call) -> str:
         """Return the qualified name of an ``nn.Sequential``'s last layer, or ""."""

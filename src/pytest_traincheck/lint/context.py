@@ -82,11 +82,13 @@ class ImportTracker(cst.BatchableCSTVisitor):
                 self.context.imports[head] = head
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
+        if isinstance(node.names, cst.ImportStar):
             return
-        module = dotted_name(node.module)
-        if module is None:
+        dots = "." * len(node.relative)  # a relative import keeps its dots: the project pass resolves them
+        module = dotted_name(node.module) if node.module is not None else ""
+        if module is None or not (module or dots):
             return
+        module = dots + module if module else dots[:-1]
         for alias in node.names:
             name = dotted_name(alias.name)
             if name is None:

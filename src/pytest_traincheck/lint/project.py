@@ -9,6 +9,7 @@ the parser.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -59,10 +60,13 @@ class FileFacts:
 class ProjectFacts:
     """The merged facts of every file in the run.
 
-    A class name is resolved the way Python would most likely resolve it: a
-    class defined in the file that uses it wins, then one in a file matching the
-    import's module path (``model.Net`` -> ``.../model.py``), then every class of
-    that name in the run, which must then all agree.
+    A class name is resolved the way Python would resolve it: a class defined in
+    the file that uses it wins; an imported one is looked up by its module path
+    from the importing file (``from model import Net`` in ``a/train.py`` means
+    ``a/model.py`` first, then ``model.py`` in each folder above; ``from .model``
+    the same package), then by a unique file whose path ends in that module. A
+    bare name (no import seen) is trusted only when one file of the run defines
+    it: two different ``Net`` classes in one repository are never confused.
     """
 
     def __init__(self, files: Iterable[tuple[str, FileFacts]]) -> None:
@@ -76,12 +80,17 @@ class ProjectFacts:
         local = [entry for entry in found if entry[0] == path]
         if local:
             return local
-        if "." in name:
-            hint = name.rsplit(".", 1)[0].replace(".", "/") + ".py"
-            module_match = [entry for entry in found if entry[0].replace("\\", "/").endswith(hint)]
-            if module_match:
-                return module_match
-        return found
+        if "." not in name:  # a bare name: trusted only when one file of the run defines it
+            return found if len({p for p, _ in found}) == 1 else []
+        module = name.rsplit(".", 1)[0]
+        for candidate in _module_files(module, path):
+            located = [entry for entry in found if _norm(entry[0]) == candidate]
+            if located:
+                return located
+        hint = "/" + module.lstrip(".").replace(".", "/")
+        by_suffix = [e for e in found if _norm(e[0]).endswith((hint + ".py", hint + "/__init__.py"))
+                     or _norm(e[0]) in (hint[1:] + ".py", hint[1:] + "/__init__.py")]
+        return by_suffix if len({p for p, _ in by_suffix}) == 1 else []
 
     def is_module(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
         """True if every class of that name derives (transitively) from nn.Module."""
@@ -128,3 +137,33 @@ class ProjectFacts:
         if condition.kind == "not-recurrent":
             return not self.recurrent(condition.name, path)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def _module_files(module: str, path: str) -> list[str]:
+    """Return the files an import of ``module`` from the file ``path`` can mean, most likely first.
+
+    A relative import (``.model``) is resolved from the importing file's package; an absolute one
+    is looked for beside the importing file (a script's own folder is first on ``sys.path``), then
+    in each folder above it (a package or source root).
+    """
+    dots = len(module) - len(module.lstrip("."))
+    rel = module.lstrip(".").replace(".", "/")
+    folder = posixpath.dirname(_norm(path))
+    if dots:
+        for _ in range(dots - 1):
+            folder = posixpath.dirname(folder)
+        bases = [folder]
+    else:
+        bases = [folder]
+        while folder not in ("", "/", "."):
+            folder = posixpath.dirname(folder)
+            bases.append(folder)
+    files = []
+    for base in bases:
+        stem = posixpath.normpath(posixpath.join(base, rel)) if rel else base
+        files += [stem + ".py", posixpath.join(stem, "__init__.py")]
+    return files

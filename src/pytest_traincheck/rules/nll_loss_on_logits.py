@@ -180,7 +180,7 @@ class NllLossOnLogits(FlowRule):
     def _check_model(self, node: cst.Call, value: Value) -> None:
         name = value.detail
         for activation in ("softmax", "sigmoid"):
-            message = (f"`{name}.forward` returns {activation} probabilities, but `NLLLoss` expects "
+            message = (f"`{name.rsplit('.', 1)[-1]}.forward` returns {activation} probabilities, but `NLLLoss` expects "
                        "log-probabilities: return `log_softmax(dim=1)` from `forward`, "
                        "or use `CrossEntropyLoss` on logits.")
             self.report_if(Condition("returns", name, activation), node, message)

@@ -140,6 +140,6 @@ class SigmoidBeforeBCE(FlowRule):
         if value.kind == "act" and value.detail == "sigmoid":
             self.report(node)
         elif value.kind == "model_out":
-            message = (f"`{value.detail}.forward` returns a sigmoid and `BCELoss` loses the gradient once it "
+            message = (f"`{value.detail.rsplit('.', 1)[-1]}.forward` returns a sigmoid and `BCELoss` loses the gradient once it "
                        "saturates: return the logits and use `nn.BCEWithLogitsLoss`.")
             self.report_if(Condition("returns", value.detail, "sigmoid"), node, message)

@@ -236,6 +236,6 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             inline = direct_activation_input(self.flow, arg.value) is not None
             self.report(node, fix=(lambda n: replace_loss_input(n, self.flow)) if inline else None)
         elif value.kind == "model_out":
-            message = (f"`{value.detail}.forward` returns softmax probabilities, and cross entropy applies "
+            message = (f"`{value.detail.rsplit('.', 1)[-1]}.forward` returns softmax probabilities, and cross entropy applies "
                        "`log_softmax` itself: return the logits from `forward` and apply softmax only for reporting.")
             self.report_if(Condition("returns", value.detail, "softmax"), node, message)
