@@ -19,7 +19,9 @@ command line and its JSON output are used. A finding matches a label when it
 is in the same file, has the same code and lies within `line_tolerance` lines
 of the label (or inside the label's `lines` span, or at one of the label's
 `also` places: the other file of a cross-file mistake, such as the loss call
-of a model whose softmax is defined elsewhere). Recall counts bug-severity
+of a model whose softmax is defined elsewhere). In a notebook a label names its
+cell (1-based among all cells, as traincheck reports it) and the line within
+that cell. Recall counts bug-severity
 labels; precision counts every finding of the default set against all labels
 (a finding on a style label is correct).
 """
@@ -98,8 +100,10 @@ def lint(out: Path, select: str | None) -> list[dict[str, Any]]:
         raise CorpusError(f"traincheck lint printed no JSON: {error}") from error
 
 
-def matches(label: dict[str, Any], line: int, tolerance: int) -> bool:
-    """True if a finding on `line` is this label's mistake."""
+def matches(label: dict[str, Any], line: int, tolerance: int, cell: int | None = None) -> bool:
+    """True if a finding on `line` (of notebook cell `cell`) is this label's mistake."""
+    if label.get("cell") != cell:
+        return False
     span = label.get("lines")
     if span and span[0] <= line <= span[1]:
         return True
@@ -133,15 +137,16 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
     total = defaultdict(int)
     for finding in findings:
         rel = Path(finding["path"]).as_posix().removeprefix("./")
-        code, line = finding["code"], int(finding["line"])
+        code, line, cell = finding["code"], int(finding["line"]), finding.get("cell")
         if code in ("TRN000", "TRN001"):
             unparsed.append((rel, line, code, finding.get("message", "")))
             continue
         total[code] += 1
         hit = next(((owner, index) for owner, index, label in candidates.get(rel, [])
-                    if label["code"] == code and matches(label, line, tolerance)), None)
+                    if label["code"] == code and matches(label, line, tolerance, cell)), None)
         if hit is None:
-            false_positives.append((rel, line, code, finding.get("message", "")))
+            where = f"{line}" if cell is None else f"cell {cell} line {line}"
+            false_positives.append((rel, where, code, finding.get("message", "")))
         else:
             correct[code] += 1
             matched.add(hit)
@@ -200,14 +205,15 @@ def report(result: dict[str, Any], entries: list[dict[str, Any]], out: Path) -> 
     """Return the markdown list of every miss (bug labels) and every false positive."""
     lines = ["## Misses (bug labels no finding matched)", ""]
     for rel, label in sorted(result["misses"], key=lambda m: (m[1]["code"], m[0], m[1]["line"])):
-        lines.append(f"- {label['code']} `{rel}:{label['line']}` — {label['note']}")
+        where = label["line"] if "cell" not in label else f"cell {label['cell']} line {label['line']}"
+        lines.append(f"- {label['code']} `{rel}:{where}` — {label['note']}")
     lines += ["", "## Style labels no finding matched", ""]
     by_code: dict[str, int] = defaultdict(int)
     for code, n in result["styles"].items():
         by_code[code] = n - result["styles_found"].get(code, 0)
     lines.append(", ".join(f"{c}: {n}" for c, n in sorted(by_code.items()) if n) or "none")
     lines += ["", "## False positives (findings no label matched)", ""]
-    for rel, line, code, message in sorted(result["false_positives"], key=lambda f: (f[2], f[0], f[1])):
+    for rel, line, code, message in sorted(result["false_positives"], key=lambda f: (f[2], f[0], str(f[1]))):
         lines.append(f"- {code} `{rel}:{line}` — {message}")
     if result["unparsed"]:
         lines += ["", "## Files traincheck could not check", ""]

@@ -39,11 +39,11 @@ def test_corpus_is_large_and_varied(corpus: dict) -> None:
 
 
 def test_every_entry_is_a_reference(corpus: dict) -> None:
-    """Each file is an owner/name repository, a full commit hash and a relative .py path."""
+    """Each file is an owner/name repository, a full commit hash and a relative .py or .ipynb path."""
     for entry in corpus["files"]:
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", entry["repo"]), entry
         assert re.fullmatch(r"[0-9a-f]{40}", entry["commit"]), entry
-        assert entry["path"].endswith(".py") and not entry["path"].startswith("/"), entry
+        assert entry["path"].endswith((".py", ".ipynb")) and not entry["path"].startswith("/"), entry
         assert ".." not in Path(entry["path"]).parts, entry
 
 
@@ -62,6 +62,9 @@ def test_labels_use_catalogue_codes(corpus: dict) -> None:
                 assert 0 < first <= last, label
             for place in label.get("also", []):
                 assert place["path"].endswith(".py") and place["line"] > 0, label
+            # notebook findings count lines within a cell, so a notebook label names its cell
+            assert ("cell" in label) == entry["path"].endswith(".ipynb"), label
+            assert label.get("cell", 1) > 0, label
 
 
 def test_clean_families_exclude_labelled_ones(corpus: dict) -> None:
