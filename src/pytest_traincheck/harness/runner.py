@@ -149,9 +149,14 @@ class Runner:
     """
 
     def __init__(self, *, seed: int = 0, device: Optional[str] = None, budget: Optional[float] = DEFAULT_BUDGET,
-                 strict: bool = False, logdir: Optional[str] = None, run: Optional[int] = None) -> None:
+                 strict: bool = False, logdir: Optional[str] = None, run: Optional[int] = None,
+                 keep_series: bool = False) -> None:
         self.seed, self.device, self.budget, self.strict = seed, device, budget, strict
         self.prepared: dict[Any, Union[SetupData, Exception]] = {}
+        # With ``keep_series`` (the HTML report), the per-step series of the recording check are
+        # kept per (setup, code) after each run.
+        self.keep_series = keep_series
+        self.series: dict[tuple[str, str], dict[str, list[float]]] = {}
         self.log: Any = None
         if logdir:
             from pytest_traincheck.harness.tensorboard import TensorBoardLog
@@ -164,11 +169,13 @@ class Runner:
         if key not in self.prepared:
             self.prepared[key] = prepare_or_error(training, self.seed)
         series: Optional[dict[str, list[float]]] = None
-        if self.log is not None and all_checks()[code].RECORDS_SERIES:
+        if (self.log is not None or self.keep_series) and all_checks()[code].RECORDS_SERIES:
             series = {}
         result = run_check(code, self.prepared[key], seed=self.seed, device=self.device, budget=self.budget,
                            strict=self.strict, series=series)
         result.setup = training.name
+        if self.keep_series and series:
+            self.series[(training.name, code)] = series
         if self.log is not None:
             self.log.add(result, series)
         return result

@@ -27,7 +27,7 @@ class TensorBoardMissing(ImportError):
 
 
 class SeriesRecorder:
-    """Record per-parameter gradient norms and update ratios ‖Δw‖/‖w‖ at every optimizer step."""
+    """Record per-parameter gradient norms, mean and max |grad|, and update ratios ‖Δw‖/‖w‖ at every step."""
 
     def __init__(self, model: nn.Module, optimizer: Any, series: dict[str, list[float]]) -> None:
         self.series = series
@@ -50,6 +50,13 @@ class SeriesRecorder:
     def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         for name, p in self._params():
             self.series.setdefault(f"grad_norm/{name}", []).append(float(p.grad.detach().float().norm()))
+            # The gradient-flow chart's per-layer mean and max |grad| (of the HTML report); a sparse
+            # gradient is measured by its stored values.
+            grad = p.grad.detach()
+            magnitude = (grad.coalesce().values() if grad.is_sparse else grad).float().abs()
+            if magnitude.numel():
+                self.series.setdefault(f"grad_abs_mean/{name}", []).append(float(magnitude.mean()))
+                self.series.setdefault(f"grad_abs_max/{name}", []).append(float(magnitude.max()))
             self.before[name] = p.detach().clone()
 
     def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:

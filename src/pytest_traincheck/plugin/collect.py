@@ -10,7 +10,8 @@ from typing import Any, Union
 
 import pytest
 
-from pytest_traincheck.plugin.items import (RESULT_PROPERTY, FixtureSanityItem, SanityItem, SetupErrorItem)
+from pytest_traincheck.plugin.items import (RESULT_PROPERTY, SERIES_PROPERTY, FixtureSanityItem, SanityItem,
+                                            SetupErrorItem)
 from pytest_traincheck.plugin.options import DECLARE_HINT, SanityOptions
 
 FIXTURE_NAME = "train_sanity_trainings"
@@ -29,12 +30,17 @@ class SanityState:
             self.codes = enabled_codes(options.select, options.ignore)
         except ValueError as exc:
             raise pytest.UsageError(f"--train-sanity-select/--train-sanity-ignore: {exc}") from None
+        from pytest_traincheck.harness.html_report import HtmlMissing, require_matplotlib
+
         try:
+            if options.html:
+                require_matplotlib()  # fail at start, not after the last check
             # xdist workers write into the run folders the controller chose, not the next ones.
             run = getattr(config, "workerinput", {}).get("traincheck_run")
             self.runner = Runner(seed=options.seed, device=options.device, budget=options.budget,
-                                 strict=options.strict, logdir=options.logdir, run=run)
-        except TensorBoardMissing as exc:
+                                 strict=options.strict, logdir=options.logdir, run=run,
+                                 keep_series=bool(options.html))
+        except (TensorBoardMissing, HtmlMissing) as exc:
             raise pytest.UsageError(str(exc)) from None
         from pytest_traincheck.harness.distributed import set_world_size
 
@@ -43,6 +49,7 @@ class SanityState:
         except ValueError as exc:
             raise pytest.UsageError(f"--train-sanity-world-size: {exc}") from None
         self.results: list[dict[str, Any]] = []
+        self.series: dict[tuple[str, str], dict[str, list[float]]] = {}  # for the HTML report
         self.conftest_dirs: dict[Path, str] = {}
         self.declared = False
 
@@ -131,6 +138,9 @@ class SanityPlugin:
         """Collect results, including those sent back by xdist workers."""
         if report.when == "call":
             self.state.results.extend(v for k, v in report.user_properties if k == RESULT_PROPERTY)
+            for key, value in report.user_properties:
+                if key == SERIES_PROPERTY:
+                    self.state.series[(value["setup"], value["code"])] = value["series"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Print the declare hint, the warnings and one table per setup."""
@@ -151,13 +161,18 @@ class SanityPlugin:
             terminalreporter.write_line(line)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Close the TensorBoard log (every process), write the JSON report (controller only under xdist)."""
+        """Close the TensorBoard log (every process), write the JSON and HTML reports (controller only under xdist)."""
         self.state.runner.close()
         path = self.state.options.report
         if path and not hasattr(session.config, "workerinput"):
             data = {"meta": self.state.runner.meta(self.state.codes), "results": self.state.results}
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        html = self.state.options.html
+        if html and not hasattr(session.config, "workerinput"):
+            from pytest_traincheck.harness.html_report import write
+
+            write(html, self.state.runner.meta(self.state.codes), self.state.results, self.state.series)
 
 
 class SetupLoadFailure(Exception):

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.plugin.collect import SanityState
 
 RESULT_PROPERTY = "traincheck_result"
+SERIES_PROPERTY = "traincheck_series"  # the recording check's per-step series, for the HTML report
 
 
 class SanityFailure(Exception):
@@ -32,6 +33,10 @@ class SanityMixin:
         results = [self.state.run(self.code, t, source) for t in trainings]
         for r in results:
             self.user_properties.append((RESULT_PROPERTY, r.to_dict()))  # type: ignore[attr-defined]
+            series = self.state.runner.series.pop((r.setup, r.code), None)
+            if series:  # sent with the report, so that the controller sees it under xdist too
+                self.user_properties.append((SERIES_PROPERTY, {"setup": r.setup, "code": r.code,  # type: ignore[attr-defined]
+                                                               "series": series}))
         problems = [r for r in results if r.verdict.is_problem]
         if problems:
             raise SanityFailure(problems)

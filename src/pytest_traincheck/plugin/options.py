@@ -23,6 +23,9 @@ HELP_WORLD_SIZE = ("run the distributed checks (TRN7xx) of every setup on N loca
 HELP_LOGDIR = ("write TensorBoard event files per setup to LOGDIR/<setup>-seed<seed>: the overfit loss curve, per-step "
                "gradient norms and update ratios, and every verdict (needs the tensorboard package)")
 
+HELP_HTML = ("write one self-contained HTML page to this path: per setup the verdicts, the overfit loss curve, "
+             "the gradient-flow and update-ratio charts, and each problem's evidence and fix (needs matplotlib)")
+
 DECLARE_HINT = ("traincheck: no training setup declared for --train-sanity; add `[tool.traincheck.sanity] "
                 "trainings = [\"mypkg.train:make_training\"]` to pyproject.toml or a `train_sanity_trainings` "
                 "fixture to conftest.py, returning pytest_traincheck.Training objects")
@@ -39,6 +42,7 @@ _OPTIONS = (
     ("-budget", "train_sanity_budget", HELP_BUDGET, "float"),
     ("-logdir", "train_sanity_logdir", HELP_LOGDIR, "str"),
     ("-world-size", "train_sanity_world_size", HELP_WORLD_SIZE, "int"),
+    ("-html", "train_sanity_html", HELP_HTML, "str"),
 )
 
 
@@ -70,6 +74,7 @@ class SanityOptions:
     budget: float = 60.0
     logdir: Optional[str] = None
     world_size: Optional[int] = None
+    html: Optional[str] = None
     trainings: list[str] = field(default_factory=list)
 
 
