@@ -14,7 +14,9 @@ them; `--mirror` or `TRAINCHECK_MIRROR` point elsewhere). They are written to
 paths so that imports between its files resolve as they do in the repository.
 
 The lint runs the default rule set (`traincheck lint --isolated`, no
-`--select`): the figures are what a user gets without configuration. Only the
+`--select`): the figures are what a user gets without configuration. With
+`--select ALL`, findings of the codes the labels leave out on purpose
+(`not_labelled_codes`: TRN402 and the dynamic-only codes) are counted apart. Only the
 command line and its JSON output are used. A finding matches a label when it
 is in the same file, has the same code and lies within `line_tolerance` lines
 of the label (or inside the label's `lines` span, or at one of the label's
@@ -116,7 +118,7 @@ def family(code: str) -> str:
 
 
 def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], out: Path,
-          findings: list[dict[str, Any]], tolerance: int) -> dict[str, Any]:
+          findings: list[dict[str, Any]], tolerance: int, unlabelled: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Match findings to labels; return counts per code plus the lists of misses and false positives."""
     by_file: dict[str, dict[str, Any]] = {}
     for entry in entries:
@@ -135,11 +137,15 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
     false_positives, unparsed = [], []
     correct = defaultdict(int)
     total = defaultdict(int)
+    skipped: dict[str, int] = defaultdict(int)
     for finding in findings:
         rel = Path(finding["path"]).as_posix().removeprefix("./")
         code, line, cell = finding["code"], int(finding["line"]), finding.get("cell")
         if code in ("TRN000", "TRN001"):
             unparsed.append((rel, line, code, finding.get("message", "")))
+            continue
+        if code in unlabelled:  # a code the labels deliberately leave out (e.g. TRN402 under --select ALL)
+            skipped[code] += 1
             continue
         total[code] += 1
         hit = next(((owner, index) for owner, index, label in candidates.get(rel, [])
@@ -166,7 +172,7 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
                 styles_found[code] += found
     return {"bugs": bugs, "bugs_found": bugs_found, "styles": styles, "styles_found": styles_found,
             "findings": total, "correct": correct, "misses": misses, "false_positives": false_positives,
-            "unparsed": unparsed, "codes": seen_codes}
+            "unparsed": unparsed, "codes": seen_codes, "skipped": skipped}
 
 
 def ratio(part: int, whole: int) -> str:
@@ -239,7 +245,7 @@ def main() -> int:
     except (OSError, KeyError, ValueError, CorpusError) as error:
         print(f"real_corpus: {error}", file=sys.stderr)
         return 2
-    result = score(entries, placed, args.out, findings, tolerance)
+    result = score(entries, placed, args.out, findings, tolerance, frozenset(doc.get("not_labelled_codes", ())))
     repos = {e["repo"] for e in entries}
     lines = sum(len(p.read_bytes().splitlines()) for p in placed.values())
     labels = sum(len(e["labels"]) for e in entries)
@@ -252,6 +258,9 @@ def main() -> int:
     print("\n".join(table(result)))
     print(f"\nmisses: {len(result['misses'])}  false positives: {len(result['false_positives'])}  "
           f"unparsed files: {len(result['unparsed'])}")
+    if result["skipped"]:
+        print("not scored (codes the labels leave out): "
+              + ", ".join(f"{code} {n}" for code, n in sorted(result["skipped"].items())))
     if args.report:
         text = ["# traincheck on the labelled real-code corpus", "", summary, "", *table(result), "",
                 *report(result, entries, args.out), ""]

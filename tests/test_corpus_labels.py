@@ -82,3 +82,11 @@ def test_corpus_has_bug_labels_in_several_families(corpus: dict) -> None:
     bug_families = {label["code"][:4] for entry in corpus["files"] for label in entry["labels"]
                     if label["severity"] == "bug"}
     assert len(bug_families) >= 3
+
+
+def test_left_out_codes_are_catalogued_and_unused(corpus: dict) -> None:
+    """Codes the labels leave out exist, and no label uses one of them."""
+    left_out = set(corpus["not_labelled_codes"])
+    assert left_out <= catalogue_codes()
+    used = {label["code"] for entry in corpus["files"] for label in entry["labels"]}
+    assert not used & left_out
