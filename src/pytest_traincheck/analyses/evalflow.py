@@ -67,6 +67,11 @@ def looks_like_eval_function(name: str, *, broad: bool = False) -> bool:
     return any(t.startswith(prefixes) or t in ("val", "acc") for t in tokens)
 
 
+def looks_like_inference_function(name: str) -> bool:
+    """True for ``predict``, ``infer``, ``inference``, ``predict_proba``, ``run_inference``."""
+    return any(t.startswith(("predict", "infer")) for t in lowered(name).split("_") if t)
+
+
 def is_model_callee(func: cst.BaseExpression) -> bool:
     """True if a call's callee is named like a model: ``model``, ``self.net``, ``resnet``, ``self``."""
     dotted = dotted_name(func)
@@ -141,6 +146,7 @@ class Scope:
         self.training = False  # a backward() / optimizer step() call
         self.grad_mentions = False  # touches grad mode or requires_grad some other way
         self.calls: list[CallSite] = []
+        self.model_calls: list[cst.Call] = []  # every call of a model-named callee (``model(x)``, ``net.forward(x)``)
 
     def no_grad_node(self) -> Optional[cst.CSTNode]:
         """The innermost grad-disabling with-statement (or this def, if decorated) now open."""
@@ -238,7 +244,10 @@ class EvalFlow(Analysis):
             self._method_call(scope, node, name or "", receiver(node))
         elif isinstance(func, cst.Name):
             self._add_call(scope, ("", func.value))
-        if scope.open_loops and is_model_callee(func) and self.context.qualname(func) is None:
+        callee = func.value if isinstance(func, cst.Attribute) and func.attr.value == "forward" else func
+        if is_model_callee(callee) and self.context.qualname(callee) is None:
+            if dotted_name(callee) != "self":
+                scope.model_calls.append(node)
             under = scope.no_grad_node() is not None
             for loop in scope.open_loops:
                 loop.model_calls.append((node, under))
