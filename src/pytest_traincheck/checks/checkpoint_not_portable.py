@@ -38,13 +38,15 @@ class CheckpointNotPortable(DistributedCheck):
     def reference(self, r: Rank, evidence: list[Any]) -> Any:
         saved = evidence[0]
         plain, optimizer = r.fresh(wrap=False)
-        problem = _load(r, plain, optimizer, "wrapped.pt", saved, "saved from the DDP-wrapped model, loaded into a plain model")
+        problem = _load(r, plain, optimizer, "wrapped.pt", saved,
+                        "saved from the DDP-wrapped model, loaded into a plain model")
         if problem is not None:
             return problem
         r.where("the `save_checkpoint` function")
         call_user("the `save_checkpoint` function", r.training.save_checkpoint, plain, optimizer, r.path("plain.pt"))
         wrapped, optimizer = r.fresh(wrap=True)
-        return _load(r, wrapped, optimizer, "plain.pt", state(plain), "saved from a plain model, loaded into the DDP-wrapped one")
+        return _load(r, wrapped, optimizer, "plain.pt", state(plain),
+                     "saved from a plain model, loaded into the DDP-wrapped one")
 
     def conclude(self, evidence: list[Any], reference: Any, world: int) -> CheckResult:
         if reference is not None:

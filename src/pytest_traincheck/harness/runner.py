@@ -117,8 +117,8 @@ def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
     from pytest_traincheck.harness.ranks import DistributedCheck
 
     try:
-        with isolated(seed), harness.clock.backstop(), single_rank(None if isinstance(check, DistributedCheck)
-                                                                    else data.training):
+        world_of_one = single_rank(None if isinstance(check, DistributedCheck) else data.training)
+        with isolated(seed), harness.clock.backstop(), world_of_one:
             return check.run(harness)
     except (BudgetExceeded, UserCodeError, SetupError) as exc:
         return _error(check, exc)
