@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Callable, NoReturn, Optional, Sequence
 
 from pytest_traincheck import __version__
+from pytest_traincheck.usage import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, UsageError
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for: one line on stderr, exit 2."""
+__all__ = ["COMMANDS", "EXIT_CLEAN", "EXIT_ERROR", "EXIT_FINDINGS", "UsageError", "build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
-    from pytest_traincheck.lint.findings import format_names
+    from pytest_traincheck.lint.formats import format_names
 
     lint = sub.add_parser("lint", help="find training mistakes in Python files without running them")
     lint.add_argument("paths", nargs="*", type=Path, default=None,
@@ -53,7 +50,8 @@ def _add_lint(sub: "argparse._SubParsersAction[_Parser]") -> None:
 
 
 def _stdin_lint(args: argparse.Namespace, config: object) -> int:
-    from pytest_traincheck.lint.findings import LintSummary, render
+    from pytest_traincheck.lint.findings import LintSummary
+    from pytest_traincheck.lint.formats import render
     from pytest_traincheck.lint import engine
 
     data = sys.stdin.buffer.read()
@@ -116,7 +114,7 @@ def _load_config(args: argparse.Namespace, paths: Sequence[Path]) -> object:
 
 
 def _run_lint(args: argparse.Namespace) -> int:
-    from pytest_traincheck.lint.findings import render
+    from pytest_traincheck.lint.formats import render
     from pytest_traincheck.lint import engine
 
     paths = list(args.paths or [Path(".")])
@@ -183,24 +181,61 @@ def _run_rules(args: argparse.Namespace) -> int:
 
 def _run_explain(args: argparse.Namespace) -> int:
     from pytest_traincheck import catalog
+    from pytest_traincheck.harness.manifest import check_docs
     from pytest_traincheck.lint.registry import all_rules
 
     code = args.code.upper()
     if code not in catalog.CATALOG:
         code = catalog.SLUGS.get(args.code.lower(), code)
     if code not in catalog.CATALOG:
-        raise UsageError(f"unknown rule {args.code!r}; `traincheck rules` lists them")
+        raise UsageError(f"unknown rule or check {args.code!r}; `traincheck rules` lists them")
     entry = catalog.CATALOG[code]
     print(f"# {entry.code} {entry.slug}\n")
     rule = next((r for r in all_rules() if r.CODE == code), None)
+    halves = []
     if rule is not None and rule.docs():
-        print(rule.docs())
-    else:
+        halves.append(("`traincheck lint` (static rule)", rule.docs()))
+    if check_docs(code):
+        halves.append(("`pytest --train-sanity` (dynamic check)", check_docs(code)))
+    if not halves:
         print(entry.summary)
         print(f"\n## Fix\n{entry.fix}")
+    for title, docs in halves:
+        if len(halves) > 1:
+            print(f"# {title}\n")
+        print(docs + ("\n" if len(halves) > 1 else ""))
     if entry.seed:
         print(f"\nFrom the seed guide: \"{entry.seed}\".")
     return EXIT_CLEAN
+
+
+def _add_rules(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    rules = sub.add_parser("rules", help="list every rule and check with its code")
+    rules.add_argument("--static", action="store_true", help="only the lint rules")
+    rules.add_argument("--format", choices=("table", "markdown"), default="table",
+                       help="table for people, markdown for the README")
+    rules.set_defaults(handler=_run_rules)
+
+
+def _add_explain(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    explain = sub.add_parser("explain", help="print the documentation of one rule or check")
+    explain.add_argument("code", help="a code such as TRN101, or a slug such as missing-zero-grad")
+    explain.set_defaults(handler=_run_explain)
+
+
+def _add_data(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    from pytest_traincheck.data.cli import add_parser  # its module imports nothing heavy until it runs
+
+    add_parser(sub)  # type: ignore[arg-type]
+
+
+# The command table: every subcommand, in `--help` order, with the function that adds its parser.
+COMMANDS: dict[str, Callable[["argparse._SubParsersAction[_Parser]"], None]] = {
+    "lint": _add_lint,
+    "rules": _add_rules,
+    "explain": _add_explain,
+    "data": _add_data,
+}
 
 
 def build_parser() -> _Parser:
@@ -208,29 +243,9 @@ def build_parser() -> _Parser:
     parser = _Parser(prog="traincheck", description="Catch the silent mistakes of PyTorch training code.")
     parser.add_argument("--version", action="version", version=f"traincheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_lint(sub)
-    rules = sub.add_parser("rules", help="list every rule and check with its code")
-    rules.add_argument("--static", action="store_true", help="only the lint rules")
-    rules.add_argument("--format", choices=("table", "markdown"), default="table",
-                       help="table for people, markdown for the README")
-    rules.set_defaults(handler=_run_rules)
-    explain = sub.add_parser("explain", help="print the documentation of one rule")
-    explain.add_argument("code", help="a code such as TRN101, or a slug such as missing-zero-grad")
-    explain.set_defaults(handler=_run_explain)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    for add in COMMANDS.values():
+        add(sub)
     return parser
-
-
-# Subcommands contributed by other modules (e.g. `data`), registered on import.
-_EXTRA_COMMANDS: list[Callable[["argparse._SubParsersAction[_Parser]"], None]] = []
-
-
-def _load_extra_commands() -> None:
-    try:
-        import pytest_traincheck.data.cli  # noqa: F401  (registers `traincheck data`)
-    except ImportError:
-        pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -238,7 +253,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from pytest_traincheck.config import ConfigError
     from pytest_traincheck.lint.discovery import PathError
 
-    _load_extra_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -11,7 +11,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from pytest_traincheck.lint.findings import Finding, FormatOptions, LintSummary, format_names, render
+from pytest_traincheck.lint.findings import Finding, FormatOptions, LintSummary
+from pytest_traincheck.lint.formats import format_names, render
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEPRECATED = "import torch\ntorch.nn.utils.clip_grad_norm(model.parameters(), 1.0)\n"

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
-from pytest_traincheck import cli
+from pytest_traincheck.usage import EXIT_CLEAN, EXIT_FINDINGS, UsageError
 from pytest_traincheck.data.check import (
     DEFAULT_IMBALANCE_THRESHOLD,
     WEIGHTS_FORMULA,
@@ -28,7 +28,8 @@ _SHOWN_CLASSES = 30
 _INSTALL_HINT = "pip install 'pytest-traincheck[data]'"
 
 
-def _add_data(sub: "argparse._SubParsersAction[cli._Parser]") -> None:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add `traincheck data check` to the command table's subparsers."""
     data = sub.add_parser("data", help="check a dataset (annotation CSVs and images) before training")
     data.set_defaults(handler=_missing_action)
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(data))
@@ -57,30 +58,30 @@ def _add_data(sub: "argparse._SubParsersAction[cli._Parser]") -> None:
 
 
 def _missing_action(args: argparse.Namespace) -> int:
-    raise cli.UsageError("missing action; try `traincheck data check annotations.csv --root images/`")
+    raise UsageError("missing action; try `traincheck data check annotations.csv --root images/`")
 
 
 def _run_check(args: argparse.Namespace) -> int:
     csvs = ([args.csv] if args.csv is not None else []) + list(args.split)
     if not csvs:
-        raise cli.UsageError("give an annotation CSV, e.g. `traincheck data check annotations.csv --root images/`")
+        raise UsageError("give an annotation CSV, e.g. `traincheck data check annotations.csv --root images/`")
     names = [str(c) for c in csvs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise cli.UsageError(f"{repeated[0]} is given twice")
+        raise UsageError(f"{repeated[0]} is given twice")
     if not args.imbalance_threshold >= 1.0:
-        raise cli.UsageError(f"--imbalance-threshold must be at least 1 (got {args.imbalance_threshold:g})")
+        raise UsageError(f"--imbalance-threshold must be at least 1 (got {args.imbalance_threshold:g})")
     if not args.root.is_dir():
-        raise cli.UsageError(f"--root {args.root}: no such folder")
+        raise UsageError(f"--root {args.root}: no such folder")
     for csv in csvs:
         # Checked before the slow pandas/scikit-image import so that a typo fails at once.
         if not csv.is_file():
-            raise cli.UsageError(f"{csv}: no such file")
+            raise UsageError(f"{csv}: no such file")
     _require_extras()
     try:
         splits = [load_split(c, args.path_column, args.label_column, header=not args.no_header) for c in csvs]
     except AnnotationError as exc:
-        raise cli.UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     progress = _Progress(sys.stderr)
     try:
         report = check_dataset(splits, args.root, args.imbalance_threshold, on_row=progress)
@@ -93,8 +94,8 @@ def _run_check(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(report))
     if report.errors or (args.strict and report.warnings):
-        return cli.EXIT_FINDINGS
-    return cli.EXIT_CLEAN
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
 
 
 def _require_extras() -> None:
@@ -104,7 +105,7 @@ def _require_extras() -> None:
         import skimage.io  # noqa: F401
     except ImportError as exc:
         missing = (exc.name or "a dependency").split(".")[0]
-        raise cli.UsageError(f"`traincheck data check` needs pandas, numpy and scikit-image ({missing} is missing): "
+        raise UsageError(f"`traincheck data check` needs pandas, numpy and scikit-image ({missing} is missing): "
                              f"{_INSTALL_HINT}") from None
 
 
@@ -221,9 +222,3 @@ def render_text(report: DataReport) -> str:
     else:
         lines.append("All clean: no errors, no warnings.")
     return "\n".join(lines) + "\n"
-
-
-# cli.main() imports this module, then calls each registered function with its subparsers.
-# Compare by name so that a reloaded module does not register `data` twice.
-if not any(getattr(f, "__module__", None) == __name__ for f in cli._EXTRA_COMMANDS):
-    cli._EXTRA_COMMANDS.append(_add_data)

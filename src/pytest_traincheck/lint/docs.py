@@ -6,12 +6,10 @@ from pytest_traincheck import catalog
 
 
 def _dynamic_codes() -> set[str]:
-    """Return the codes that have a dynamic check (empty when torch is not installed)."""
-    try:
-        from pytest_traincheck.harness.check import all_checks
-    except ImportError:
-        return set()
-    return set(all_checks())
+    """Return the codes that have a dynamic check (from the manifest: no torch needed)."""
+    from pytest_traincheck.harness.manifest import checks
+
+    return set(checks())
 
 
 def rule_rows() -> list[tuple[str, str, str, str, str, str]]:

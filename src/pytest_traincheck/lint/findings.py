@@ -219,40 +219,6 @@ def format_github(summary: LintSummary, options: FormatOptions) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-FORMATTERS: dict[str, Formatter] = {
-    "text": format_concise,
-    "concise": format_concise,
-    "full": format_full,
-    "json": format_json,
-    "github": format_github,
-}
-
-
-def register_formatter(name: str, formatter: Formatter) -> None:
-    """Add an output format (used by the SARIF and JUnit modules)."""
-    FORMATTERS[name] = formatter
-
-
-def render(summary: LintSummary, fmt: str, options: FormatOptions) -> str:
-    """Render ``summary`` in the named format."""
-    _load_optional_formatters()
-    return FORMATTERS[fmt](summary, options)
-
-
-def format_names() -> list[str]:
-    """Return every output format name."""
-    _load_optional_formatters()
-    return sorted(FORMATTERS)
-
-
-def _load_optional_formatters() -> None:
-    # SARIF and JUnit live in their own module; importing it registers them.
-    try:
-        import pytest_traincheck.lint.formats  # noqa: F401
-    except ImportError:
-        pass
-
-
 def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Return findings sorted by path, line, column, code, without duplicates."""
     return sorted(set(findings), key=Finding.sort_key)

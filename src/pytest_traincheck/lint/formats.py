@@ -1,4 +1,4 @@
-"""The SARIF and JUnit output formats, registered with ``report`` on import.
+"""The output formats of `traincheck lint`: the one table of names, SARIF and JUnit.
 
 ``sarif`` is SARIF 2.1.0 as GitHub code scanning reads it (upload it with
 ``github/codeql-action/upload-sarif``); ``junit`` is the JUnit XML that CI
@@ -17,7 +17,16 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from pytest_traincheck import __version__, catalog
-from pytest_traincheck.lint.findings import Finding, FormatOptions, LintSummary, register_formatter
+from pytest_traincheck.lint.findings import (
+    Finding,
+    FormatOptions,
+    Formatter,
+    LintSummary,
+    format_concise,
+    format_full,
+    format_github,
+    format_json,
+)
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://pypi.org/project/pytest-traincheck/"
@@ -180,5 +189,23 @@ def format_junit(summary: LintSummary, options: FormatOptions) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
 
 
-register_formatter("sarif", format_sarif)
-register_formatter("junit", format_junit)
+# The one table of output formats: a new format is a function here and a line in this table.
+FORMATTERS: dict[str, Formatter] = {
+    "text": format_concise,
+    "concise": format_concise,
+    "full": format_full,
+    "json": format_json,
+    "github": format_github,
+    "sarif": format_sarif,
+    "junit": format_junit,
+}
+
+
+def render(summary: LintSummary, fmt: str, options: FormatOptions) -> str:
+    """Render ``summary`` in the named format."""
+    return FORMATTERS[fmt](summary, options)
+
+
+def format_names() -> list[str]:
+    """Return every output format name."""
+    return sorted(FORMATTERS)
