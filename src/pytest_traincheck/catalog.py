@@ -59,6 +59,11 @@ _ENTRIES = [
        "`clip_grad_norm` (no trailing underscore) is deprecated.",
        "Use the in-place `torch.nn.utils.clip_grad_norm_`.",
        "Clip gradients (when using RNNs, GRUs, and LSTMs)"),
+    _p("TRN109", "graph-cut-before-loss",
+       "The loss's graph does not reach the parameters (`.detach()`, `.data`, `.item()` re-wrapped, `torch.no_grad()`, "
+       "a new `requires_grad_()` leaf), so `backward()` runs but no parameter gets a gradient.",
+       "Compute the loss from the model's output without `.detach()`, `.data`, `.item()` or `torch.no_grad()`; "
+       "never rebuild it as a new tensor with `requires_grad=True`."),
     # 2xx: model and loss
     _p("TRN201", "softmax-before-cross-entropy",
        "Softmax output is fed to cross entropy, which applies log-softmax itself: gradients shrink and training stalls.",

@@ -151,7 +151,8 @@ def test_module_and_functional_relus_are_both_seen_and_named() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.relu(self.body(x))
 
-    layers = _measure(Wrapped(), ex.blobs()[0])
+    model = Wrapped()
+    layers = _measure(model, lambda: model(ex.blobs()[0]))
     assert [label for label, _, _ in layers] == ["body.1", "relu after body.2"]
 
 

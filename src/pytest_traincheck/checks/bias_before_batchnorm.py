@@ -66,9 +66,9 @@ class BiasBeforeBatchNorm(Check):
             elif isinstance(m, _NORMS):
                 handles.append(m.register_forward_pre_hook(self._match(name, produced, pairs)))
         try:
-            x, y = h.batch()
             model.zero_grad()
-            call_user("the model's forward and loss", lambda: h.training.loss_fn(model(x), y).backward())
+            loss = h.loss(model)
+            call_user("the backward of the loss", loss.backward)
         finally:
             for handle in handles:
                 handle.remove()

@@ -82,6 +82,7 @@ class CheckpointNotResumable(Check):
             kept, restored = _state_entries(original.optimizer), _state_entries(optimizer)
             state = _rng_state()
             original.step()
+            carried = len(original.trace.stale)  # backward() added to gradients left by the previous step
         with _session(h, model, optimizer) as resumed:
             _set_rng_state(state)
             resumed.step()
@@ -90,6 +91,9 @@ class CheckpointNotResumable(Check):
             name, diff = stepped
             cause = ("the optimizer state (Adam moments, momentum) is not restored; save and load "
                      "`optimizer.state_dict()` too" if restored < kept else
+                     f"the uninterrupted run's step added to gradients carried in `.grad` from the previous step "
+                     f"({carried} parameter(s); no `zero_grad()`, see TRN101), which no checkpoint holds; clear "
+                     "the gradients every step" if carried else
                      "some training state is not in the checkpoint (optimizer state, a scheduler, a tensor attribute "
                      "that is not a registered buffer); save and load every state_dict")
             return self.failed(
@@ -97,7 +101,7 @@ class CheckpointNotResumable(Check):
                 f"differently from the uninterrupted run (max abs diff {diff:.3g}; all parameters matched right "
                 f"after loading; optimizer state tensors: {kept} uninterrupted, {restored} resumed): {cause}",
                 steps=STEPS, first_difference=name, max_abs_diff=diff, optimizer_state=kept,
-                resumed_optimizer_state=restored)
+                resumed_optimizer_state=restored, carried_gradients=carried)
         return self.passed(f"resumed after {STEPS} steps ({how}), the next step matched the uninterrupted run "
                            "for every parameter and buffer", steps=STEPS, optimizer_state=kept)
 

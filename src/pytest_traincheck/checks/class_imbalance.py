@@ -70,12 +70,12 @@ class ClassImbalance(Check):
         reason = _data.one_shot_reason(t.data)
         if reason is not None:
             return self.skipped(reason)
-        task = _data.classification(t, h.batch()[1])
+        task = _data.classification(t, h.target_tensor())
         if task is None:
             return self.skipped("not a classification setup (the loss and targets are not class labels)")
         if self._weighted(t.loss_fn):
             return self.passed("the loss is class-weighted (`weight=`/`pos_weight=`): imbalance is handled")
-        drawn = _data.draw(t.data, "data", _data.max_samples(t, self.CODE), inputs=False)
+        drawn = _data.draw(t.data, "data", _data.max_samples(t, self.CODE), inputs=False, training=t)
         if not drawn.exhausted and _data.sequential(t.data):
             return self.skipped(f"the loader reads in index order and only {drawn.samples} samples were read: "
                                 "a prefix says nothing about the label distribution (see TRN401)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ def _dead_fraction(out: torch.Tensor) -> tuple[float, int]:
     return float(1.0 - alive.float().mean()), int(alive.numel())
 
 
-def _measure(model: nn.Module, x: torch.Tensor) -> list[tuple[str, float, int]]:
+def _measure(model: nn.Module, forward: Callable[[], Any]) -> list[tuple[str, float, int]]:
     """Run one no-grad train-mode forward; return each ReLU call's dead fraction."""
     recorder = ReluRecorder()
     handles = []
@@ -56,7 +56,7 @@ def _measure(model: nn.Module, x: torch.Tensor) -> list[tuple[str, float, int]]:
     model.train()  # the activations training sees
     try:
         with torch.no_grad(), recorder:
-            model(x)
+            forward()
     finally:
         for handle in handles:
             handle.remove()
@@ -87,15 +87,15 @@ class DeadReluUnits(Check):
     FAILING = (lambda: ex.setup(model=dead_bias), lambda: ex.setup(optimizer=_big_sgd))
 
     def run(self, h: Harness) -> CheckResult:
-        x = h.batch()[0]
+        x = h.input_tensor()
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; dead units are judged over several samples")
         with h.session() as s:
-            start = _measure(s.model, x)
+            start = _measure(s.model, lambda: h.forward(s.model))
             if not start:
                 return self.skipped("the model calls no ReLU (nn.ReLU, F.relu, torch.relu) on batched tensors")
             s.train(STEPS)
-            end = _measure(s.model, x)
+            end = _measure(s.model, lambda: h.forward(s.model))
         return self._verdict(start, end, len(x))
 
     def _verdict(self, start: list[tuple[str, float, int]], end: list[tuple[str, float, int]],

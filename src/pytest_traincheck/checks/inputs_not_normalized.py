@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
-from pytest_traincheck.harness.core import Harness, call_user
+from pytest_traincheck.harness.core import Harness
 
 BATCHES, SAMPLES = 4, 512
 BANDS = {"max_abs_mean": 10.0, "min_std": 0.05, "max_std": 20.0}
@@ -119,7 +119,7 @@ class InputsNotNormalized(Check):
                lambda: ex.setup(data=[(ex.blobs()[0] + 5, ex.blobs()[1])], options={"TRN402": {"max_abs_mean": 3}}))
 
     def run(self, h: Harness) -> CheckResult:
-        drawn = _data.draw(h.training.data, "data", SAMPLES, BATCHES)
+        drawn = _data.draw(h.training.data, "data", SAMPLES, BATCHES, training=h.training)
         x = torch.cat(drawn.inputs) if len({t.shape[1:] for t in drawn.inputs}) == 1 else drawn.inputs[0]
         if not x.is_floating_point():
             return self.skipped(f"the inputs are {x.dtype} (token ids or raw integers), not float features")
@@ -144,9 +144,9 @@ class InputsNotNormalized(Check):
     def _model_side(h: Harness, classifier: bool, bands: dict[str, float]) -> Optional[tuple[float, float]]:
         """Return the mean/std the first weight layer sees if the model normalized the inputs itself."""
         model = h.model()  # train mode: a leading BatchNorm standardizes with batch statistics
-        x = h.batch()[0]
+        x = h.input_tensor()
         with torch.no_grad():
-            seen = _data.first_weight_layer_input(model, x, lambda t: call_user("the model's forward", model, t))
+            seen = _data.first_weight_layer_input(model, x, lambda t: h.forward(model))
         if seen is None or not seen.is_floating_point() or seen.numel() == x.numel() and torch.equal(
                 seen.reshape(-1), x.reshape(-1)):
             return None

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
@@ -84,7 +85,7 @@ class LabelsOutOfRange(Check):
     def run(self, h: Harness) -> CheckResult:
         probe = self._probe(h)
         kind = probe.kind or _data.loss_kind(h.training)
-        if kind is None and _data.classification(h.training, h.batch()[1]) == "classification":
+        if kind is None and _data.classification(h.training, h.target_tensor()) == "classification":
             kind = "cross_entropy"
         if kind not in _data.CLASS_INDEX_LOSSES + _data.BINARY_LOSSES:
             return self._reraise(probe) or self.skipped("not a classification setup: no class labels to check")
@@ -129,14 +130,14 @@ class LabelsOutOfRange(Check):
         if declared is not None:
             return declared
         try:
-            out = s.predict()
+            out = tb.logits_of(s.predict())
         except UserCodeError:
             return None
         return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim >= 2 else None
 
     def _splits(self, h: Harness, probe: Probe) -> list[tuple[str, torch.Tensor]]:
         """Return the labels to judge per split: scanned data, or what the loss received."""
-        raw = h.batch()[1]
+        raw = h.target_tensor()
         unchanged = probe.loss_target is None or (probe.loss_target.numel() == raw.numel() and torch.equal(
             probe.loss_target.reshape(-1).double(), raw.reshape(-1).double()))
         if not unchanged:
@@ -146,9 +147,10 @@ class LabelsOutOfRange(Check):
             if data is None:
                 continue
             if _data.one_shot_reason(data) is not None:
-                labels = raw if where == "data" else h.eval_batch()[1]
+                labels = raw if where == "data" else h.target_tensor(h.eval_batch())
             else:
-                labels = _data.draw(data, where, _data.max_samples(h.training, self.CODE), inputs=False).target_values()
+                labels = _data.draw(data, where, _data.max_samples(h.training, self.CODE), inputs=False,
+                                      training=h.training).target_values()
             splits.append((where, labels))
         return splits
 

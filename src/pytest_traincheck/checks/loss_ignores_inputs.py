@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
-from pytest_traincheck.harness.core import Harness, SetupData
+from pytest_traincheck.harness.core import Harness, MissingField
 
 MARGIN = 0.9  # the real-input loss must end at least 10% below the zero-input loss
 TAIL = 3  # the zero-input loss is the mean of its last steps, robust to one noisy step
@@ -75,8 +76,14 @@ class LossIgnoresInputs(Check):
 def _with_zero_inputs(h: Harness) -> Harness:
     """Return a harness over the same setup whose fixed batch has all-zero inputs (same targets)."""
     data = h.data
-    zeroed = SetupData(data.training, torch.zeros_like(data.inputs), data.targets,
-                       data.eval_inputs, data.eval_targets)
-    zero = Harness(zeroed, seed=h.seed, device=str(h.device))
+    batch = data.batch
+    try:
+        keep = data.part("targets")
+    except MissingField:
+        keep = None
+    zeroed, count = tb.zero_part(batch, data.part("inputs"), keep)
+    if not count:
+        raise MissingField("the inputs of the batch hold no tensor to zero; declare `Training(inputs=...)`")
+    zero = Harness(data.with_batch(zeroed), seed=h.seed, device=str(h.device))
     zero.clock = h.clock  # one time budget for the whole check
     return zero

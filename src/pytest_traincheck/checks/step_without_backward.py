@@ -49,12 +49,14 @@ class StepWithoutBackward(Check):
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
         total = len(trace.opt_params())
+        cut = {c.step for c in trace.cuts}  # backward() ran but reached no parameter: TRN109's finding
         for rec in trace.steps:
-            if not rec.had_backward and not rec.closure:
+            if not rec.had_backward and not rec.closure and rec.index not in cut:
                 return self.failed(
                     f"optimizer.step() #{rec.index + 1} ran with no backward() since the "
                     f"{'previous step' if rec.index else 'start of the step'} ({len(rec.grads_none)} of {total} "
                     "parameters had grad None), so it applied no gradient or a stale one; "
                     "call `loss.backward()` before `optimizer.step()`",
                     step=rec.index + 1, grads_none=len(rec.grads_none), params=total)
-        return self.passed(f"each of {len(trace.steps)} optimizer steps followed a backward()")
+        note = f" ({len(cut)} of them reached no parameter: see TRN109)" if cut else ""
+        return self.passed(f"each of {len(trace.steps)} optimizer steps followed a backward(){note}")

@@ -54,8 +54,8 @@ class TrainLoaderNotShuffled(Check):
         reason = self._unjudgeable(data)
         if reason is not None:
             return self.skipped(reason)
-        first = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True)
-        second = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True)
+        first = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True, training=h.training)
+        second = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True, training=h.training)
         a, b = first.hashes, second.hashes
         sampler = _data.sampler_name(data)
         facts = dict(samples_compared=len(a), batches=first.batches, sampler=sampler or type(data).__name__)

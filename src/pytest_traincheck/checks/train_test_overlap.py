@@ -56,8 +56,8 @@ class TrainTestOverlap(Check):
             if reason is not None:
                 return self.skipped(reason.replace("`data`", f"`{where}`"))
         cap = _data.max_samples(t, self.CODE)
-        train = _data.draw(t.data, "data", cap, inputs=False, targets=False, hashes=True)
-        evals = _data.draw(t.eval_data, "eval_data", cap, inputs=False, targets=False, hashes=True)
+        train = _data.draw(t.data, "data", cap, inputs=False, targets=False, hashes=True, training=t)
+        evals = _data.draw(t.eval_data, "eval_data", cap, inputs=False, targets=False, hashes=True, training=t)
         train_hashes, eval_hashes = set(train.hashes), evals.hashes
         matched = sum(d in train_hashes for d in eval_hashes)
         scale = 1.0 if train.exhausted else self._scale(t.data, train.samples)

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, call_user
@@ -69,7 +70,10 @@ class ViewAsPermute(Check):
                lambda: ex.setup(model=TransposeReshapeMLP))
 
     def run(self, h: Harness) -> CheckResult:
-        x = h.batch()[0]
+        x = h.inputs()
+        if not isinstance(x, torch.Tensor) or x.ndim == 0:
+            return self.skipped("the inputs of the batch are not one tensor (declare `Training(inputs=...)` to "
+                                "point at the tensor that carries the samples)")
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; batch independence needs at least two")
         model = h.model().eval()  # BatchNorm legitimately mixes samples in train mode
@@ -97,6 +101,7 @@ class ViewAsPermute(Check):
         """Return (worst relative leak, sample, other sample, what was differentiated) or a SKIP result."""
         with _differentiable_input(model, x) as probe:
             out = call_user("the model's forward", model, probe.leaf if probe.leaf is not None else x)
+            out = tb.logits_of(out, len(x))
             if probe.leaf is None:
                 return self.skipped("the inputs are integers (token ids) and no nn.Embedding output carries them "
                                     "batch first, so there is nothing to differentiate for batch independence")

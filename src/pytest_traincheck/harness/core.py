@@ -8,6 +8,7 @@ enforces the per-check time budget.
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import math
 import os
@@ -23,13 +24,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.spec import SetupError, Training
 from pytest_traincheck.harness.trace import Trace
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.harness.session import Session
 
-__all__ = ["BudgetExceeded", "Harness", "SetupData", "UserCodeError", "isolated"]
+__all__ = ["BudgetExceeded", "Harness", "MissingField", "SetupData", "UserCodeError", "isolated"]
+
+MissingField = tb.MissingField
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,49 +220,88 @@ class Clock:
 # -- per-setup data ---------------------------------------------------------------------------
 @dataclass
 class SetupData:
-    """What every check of one setup shares: the fixed batches (on CPU), loaded once."""
+    """What every check of one setup shares: the fixed batches (on CPU, as the loader yields them)."""
 
     training: Training
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    eval_inputs: Optional[torch.Tensor] = None
-    eval_targets: Optional[torch.Tensor] = None
+    batch: Any
+    eval_batch: Any = None
     models_seen: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    # The user's step raised this (its last traceback line) on a first probe: every check that ends
+    # with the same error is blocked by the one that explains it (`blocker`: code, reason).
+    step_error: Optional[str] = None
+    probed: bool = False
+    blocker: Optional[tuple[str, str]] = None
 
     @classmethod
     def load(cls, training: Training, seed: int) -> SetupData:
         """Take the first batch of ``data`` (and ``eval_data``), capped at ``batch_size`` samples."""
         with isolated(seed):
-            x, y = first_batch(training.data, "data", training.batch_size)
-            ex = ey = None
+            batch = first_batch(training.data, "data", training.batch_size, training.inputs)
+            evals = None
             if training.eval_data is not None:
-                ex, ey = first_batch(training.eval_data, "eval_data", training.batch_size)
-        return cls(training, x, y, ex, ey)
+                evals = first_batch(training.eval_data, "eval_data", training.batch_size, training.inputs)
+        return cls(training, batch, evals)
+
+    def with_batch(self, batch: Any) -> SetupData:
+        """Return the same setup over another fixed training batch (zeroed inputs, say)."""
+        return SetupData(self.training, batch, self.eval_batch, self.models_seen)
+
+    def part(self, role: str, evaluation: bool = False) -> Any:
+        """Return the ``role`` ("inputs"/"targets") of the fixed batch, or raise `MissingField`."""
+        batch = self.eval_batch if evaluation and self.eval_batch is not None else self.batch
+        return find(batch, getattr(self.training, role), role)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """Return the inputs tensor of the fixed batch (the first floating one of a structure)."""
+        return tensor_part(self.part("inputs"), "inputs")
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Return the targets tensor of the fixed batch."""
+        return tensor_part(self.part("targets"), "targets")
 
 
-def first_batch(data: Any, where: str, cap: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the first ``(inputs, targets)`` batch of ``data``, validated and cut to ``cap`` samples."""
+def error_line(text: Optional[str]) -> Optional[str]:
+    """Return the last line of a formatted traceback (``Type: message``), the signature of an error."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def find(batch: Any, spec: Any, role: str) -> Any:
+    """Locate ``role`` in ``batch``; a declared function that raises reads as a missing field."""
+    try:
+        return tb.locate(batch, spec, role)
+    except tb.MissingField:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's `inputs=`/`targets=` function
+        raise tb.MissingField(f"`Training({role}=...)` raised {type(exc).__name__}: {exc}") from exc
+
+
+def tensor_part(part: Any, role: str) -> torch.Tensor:
+    """Return ``part`` as one batched tensor (the first, floating first for inputs), or raise `MissingField`."""
+    t = tb.first_tensor(part, floating=role == "inputs")
+    if t is None:
+        raise tb.MissingField(f"the {role} of the batch hold no batched tensor; declare `Training({role}=...)`")
+    return t
+
+
+def first_batch(data: Any, where: str, cap: int, inputs: Any = None) -> Any:
+    """Return the first batch of ``data`` as it is yielded, detached on the CPU and cut to ``cap`` samples."""
     try:
         batch = next(iter(data))
     except StopIteration:
-        raise SetupError(f"`{where}` is empty: it must yield at least one (inputs, targets) batch") from None
+        raise SetupError(f"`{where}` is empty: it must yield at least one batch") from None
     except Exception as exc:  # noqa: BLE001
         raise UserCodeError(f"iterating `{where}`", exc) from exc
-    if isinstance(batch, dict):
-        raise SetupError(f"`{where}` yields dicts (keys: {', '.join(map(str, batch))}); traincheck needs "
-                         "(inputs, targets) pairs: wrap it, e.g. `data=[(b['x'], b['y']) for b in loader]`")
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        size = len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__
-        raise SetupError(f"`{where}` yields {size}-element batches; traincheck needs (inputs, targets) pairs: "
-                         "drop the extra items, e.g. `data=[(x, y) for x, y, *_ in loader]`")
-    x, y = batch
-    for label, t in (("inputs", x), ("targets", y)):
-        if not isinstance(t, torch.Tensor):
-            raise SetupError(f"`{where}` batch {label} are {type(t).__name__}, not torch.Tensor")
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-        raise SetupError(f"`{where}` batch inputs {tuple(x.shape)} and targets {tuple(y.shape)} "
-                         "must share their first (batch) dimension")
-    return x[:cap].detach().clone(), y[:cap].detach().clone()
+    if not tb.leaves(batch):
+        raise SetupError(f"`{where}` yields a {tb.describe(batch)} holding no torch.Tensor; "
+                         "traincheck needs batches of tensors (a DataLoader's output)")
+    try:
+        hint = find(batch, inputs, "inputs")
+    except tb.MissingField:
+        hint = None
+    return tb.cut(batch, tb.batch_size(batch, hint), cap)
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -278,15 +321,52 @@ class Harness:
         """True when the user declared `step` or `train_epoch`."""
         return self.training.has_user_step
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return a fresh copy of the fixed training batch on the device."""
-        return self.data.inputs.to(self.device, copy=True), self.data.targets.to(self.device, copy=True)
+    def batch(self) -> Any:
+        """Return a fresh copy of the fixed training batch on the device, shaped as the loader yields it."""
+        return tb.to_device(self.data.batch, self.device)
 
-    def eval_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_batch(self) -> Any:
         """Return the fixed evaluation batch (the training batch when no `eval_data`)."""
-        if self.data.eval_inputs is None or self.data.eval_targets is None:
+        if self.data.eval_batch is None:
             return self.batch()
-        return self.data.eval_inputs.to(self.device, copy=True), self.data.eval_targets.to(self.device, copy=True)
+        return tb.to_device(self.data.eval_batch, self.device)
+
+    def inputs(self, batch: Any = None) -> Any:
+        """Return the inputs part of ``batch`` (a fresh training batch by default); `MissingField` if none."""
+        return find(self.batch() if batch is None else batch, self.training.inputs, "inputs")
+
+    def targets(self, batch: Any = None) -> Any:
+        """Return the targets part of ``batch`` (a fresh training batch by default); `MissingField` if none."""
+        return find(self.batch() if batch is None else batch, self.training.targets, "targets")
+
+    def input_tensor(self, batch: Any = None) -> torch.Tensor:
+        """Return the inputs as one batched tensor (the first floating one of a structure)."""
+        return tensor_part(self.inputs(batch), "inputs")
+
+    def target_tensor(self, batch: Any = None) -> torch.Tensor:
+        """Return the targets as one batched tensor."""
+        return tensor_part(self.targets(batch), "targets")
+
+    def forward(self, model: nn.Module, batch: Any = None) -> Any:
+        """Call ``model`` on the inputs: ``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple."""
+        part = self.inputs(batch)
+        if isinstance(part, collections.abc.Mapping):
+            return call_user("the model's forward", lambda: model(**part))
+        if isinstance(part, (tuple, list)) and not hasattr(part, "_fields"):
+            return call_user("the model's forward", model, *part)
+        return call_user("the model's forward", model, part)
+
+    def loss(self, model: nn.Module, batch: Any = None) -> Any:
+        """Return the textbook loss of ``model`` on ``batch``: the output's own ``.loss``, else ``loss_fn``."""
+        batch = self.batch() if batch is None else batch
+        out = self.forward(model, batch)
+        own = tb.loss_of(out) if not isinstance(out, torch.Tensor) or self.training.loss_fn is None else None
+        if own is not None:
+            return own
+        if self.training.loss_fn is None:
+            raise SetupError("the model's output carries no `.loss` and no `loss_fn` is declared")
+        prediction = tb.logits_of(out)
+        return call_user("the `loss_fn`", self.training.loss_fn, prediction, self.targets(batch))
 
     def model(self) -> nn.Module:
         """Build a fresh model on the device, refusing a factory that returns the same object."""

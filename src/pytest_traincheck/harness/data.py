@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.core import UserCodeError
 from pytest_traincheck.harness.spec import SetupError, Training
 
@@ -96,7 +97,8 @@ def sequential(data: Any) -> bool:
 
 
 def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Optional[int] = None, *,
-         inputs: bool = True, targets: bool = True, hashes: bool = False) -> Draw:
+         inputs: bool = True, targets: bool = True, hashes: bool = False,
+         training: Optional[Training] = None) -> Draw:
     """Read at most ``max_samples`` samples (``max_batches`` batches, `MAX_BYTES` kept) of a fresh pass."""
     out = Draw()
     kept = 0
@@ -108,18 +110,19 @@ def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Opt
             except StopIteration:
                 out.exhausted = True
                 break
-            x, y = pair(batch, where)
+            part, x, y = pair(batch, where, training, targets=targets)
             room = max_samples - out.samples
-            x, y = x[:room].detach().cpu(), y[:room].detach().cpu()
-            out.samples, out.batches = out.samples + len(x), out.batches + 1
+            out.samples, out.batches = out.samples + len(x[:room]), out.batches + 1
             # Keep only what the check needs: big images or dense masks must not pile up.
             if hashes:
-                out.hashes.extend(sample_hashes(x))
+                per_sample = [t[:room].detach().cpu() for t in tb.leaves(part) if t.ndim >= 1 and len(t) == len(x)]
+                out.hashes.extend(sample_hashes(per_sample))
             for wanted, t, bucket in ((inputs, x, out.inputs), (targets, y, out.targets)):
-                if wanted:
+                if wanted and t is not None:
+                    t = t[:room].detach().cpu()
                     bucket.append(t)
                     kept += t.numel() * t.element_size()
-    except (SetupError, UserCodeError):
+    except (SetupError, UserCodeError, tb.MissingField):
         raise
     except Exception as exc:  # noqa: BLE001 - the user's dataset or transforms failed
         raise UserCodeError(f"iterating `{where}`", exc) from exc
@@ -129,22 +132,35 @@ def draw(data: Any, where: str, max_samples: int = MAX_SAMPLES, max_batches: Opt
     return out
 
 
-def pair(batch: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(inputs, targets)`` of one batch, or raise `SetupError` saying what it is instead."""
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise SetupError(f"`{where}` yields a batch that is not an (inputs, targets) pair: {type(batch).__name__}")
-    x, y = batch
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.ndim == 0 or len(x) != len(y):
-        raise SetupError(f"`{where}` yields a batch whose inputs and targets are not tensors sharing a batch dimension")
-    return x, y
+def pair(batch: Any, where: str, training: Optional[Training] = None,
+         targets: bool = True) -> tuple[Any, torch.Tensor, Optional[torch.Tensor]]:
+    """Return the inputs part, the inputs tensor and (if wanted) the targets tensor of one batch.
+
+    Raises `MissingField` (the check is skipped) when the setup's batch has no such part.
+    """
+    from pytest_traincheck.harness.core import find, tensor_part
+
+    spec_in = training.inputs if training is not None else None
+    spec_out = training.targets if training is not None else None
+    part = find(batch, spec_in, "inputs")
+    x = tensor_part(part, "inputs")
+    y = tensor_part(find(batch, spec_out, "targets"), "targets") if targets else None
+    if y is not None and y.ndim and len(y) != len(x):
+        raise tb.MissingField(f"`{where}` yields inputs of {len(x)} samples and targets of {len(y)}: declare "
+                              "`Training(inputs=..., targets=...)` to point at per-sample tensors")
+    return part, x, y
 
 
-def sample_hashes(t: torch.Tensor) -> list[bytes]:
-    """Return one digest per sample (first dimension) of ``t``, covering its dtype, shape and bytes."""
-    flat = t.detach().cpu().contiguous().reshape(len(t), -1)
-    raw = flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat
-    header = f"{t.dtype}{tuple(t.shape[1:])}".encode()
-    return [hashlib.blake2b(header + row.numpy().tobytes(), digest_size=16).digest() for row in raw]
+def sample_hashes(tensors: Any) -> list[bytes]:
+    """Return one digest per sample (first dimension) over ``tensors``, covering their dtypes, shapes and bytes."""
+    tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+    rows: list[list[bytes]] = []
+    for t in tensors:
+        flat = t.detach().cpu().contiguous().reshape(len(t), -1)
+        raw = flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat
+        header = f"{t.dtype}{tuple(t.shape[1:])}".encode()
+        rows.append([header + row.numpy().tobytes() for row in raw])
+    return [hashlib.blake2b(b"".join(parts), digest_size=16).digest() for parts in zip(*rows)]
 
 
 def loss_kind(training: Training) -> Optional[str]:

@@ -10,7 +10,8 @@ import torch
 
 from pytest_traincheck import catalog
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict, all_checks
-from pytest_traincheck.harness.core import BudgetExceeded, Harness, SetupData, UserCodeError, isolated
+from pytest_traincheck.harness.core import (BudgetExceeded, Harness, MissingField, SetupData, UserCodeError,
+                                            error_line, isolated)
 from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
 
 __all__ = ["DEFAULT_BUDGET", "Runner", "enabled_codes", "prepare", "run_check", "run_checks"]
@@ -41,6 +42,51 @@ def prepare(training: Training, seed: int = 0) -> SetupData:
     return data
 
 
+def _probe_step(data: SetupData, seed: int, device: Optional[str], budget: Optional[float]) -> Optional[str]:
+    """Run the user's step once; return the signature of the error it raises, if any."""
+    harness = Harness(data, seed=seed, device=device, budget=budget)
+    try:
+        with isolated(seed), harness.clock.backstop(), harness.session() as s:
+            s.step()
+    except UserCodeError as exc:
+        return error_line(exc.user_traceback)
+    except (SetupError, BudgetExceeded, MissingField):
+        return None  # reported by each check in its own words
+    return None
+
+
+# Checks that explain a crash of the user's step in their own terms; they own a repeated error.
+EXPLAINERS = ("TRN109", "TRN408")
+
+
+def _settle_blocked(code: str, result: CheckResult, data: SetupData, seed: int, device: Optional[str],
+                    budget: Optional[float]) -> CheckResult:
+    """Let one check report an error that the user's step raises everywhere; skip the others as blocked."""
+    mine = error_line(result.traceback) if result.verdict is Verdict.ERROR else None
+    if mine is not None and not data.probed:  # the first crash: is it the step's own, on every run?
+        data.probed = True
+        data.step_error = _probe_step(data, seed, device or data.training.device, budget)
+    signature = data.step_error
+    if signature is None:
+        return result
+    if mine != signature and not (code in EXPLAINERS and result.verdict is Verdict.FAIL):
+        return result
+    if data.blocker is None:
+        data.blocker = (code, signature)
+        for other in EXPLAINERS:
+            if other != code and other in all_checks():
+                explained = _run_seeds(all_checks()[other](), data, seed, device or data.training.device, budget)
+                if explained.verdict is Verdict.FAIL:
+                    data.blocker = (other, explained.message.splitlines()[0])
+                    break
+    owner, reason = data.blocker
+    if owner == code:
+        return result
+    skipped = all_checks()[code]().skipped(f"blocked by {owner}: {reason}")
+    skipped.evidence["blocked_by"] = owner
+    return skipped
+
+
 def device_problem(device: Optional[str]) -> Optional[str]:
     """Return why ``device`` cannot be used here, or None."""
     if device is None:
@@ -69,6 +115,7 @@ def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, de
     else:
         name = data.training.name
         result = _run_seeds(cls(), data, seed, device or data.training.device, budget, series)
+        result = _settle_blocked(code, result, data, seed, device, budget)
     if strict and result.verdict is Verdict.WARN:
         result.verdict = Verdict.FAIL
         result.message = "(strict) " + result.message
@@ -122,6 +169,8 @@ def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
             return check.run(harness)
     except (BudgetExceeded, UserCodeError, SetupError) as exc:
         return _error(check, exc)
+    except MissingField as exc:  # the check needs a part of the batch it cannot find
+        return check.skipped(str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug in traincheck must not hide the other checks
         result = _error(check, exc)
         result.message = f"internal error in traincheck's {check.CODE} check: {type(exc).__name__}: {exc}"

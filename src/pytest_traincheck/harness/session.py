@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.core import call_user
 from pytest_traincheck.harness.spec import SetupError
 from pytest_traincheck.harness.trace import Trace
@@ -23,13 +24,29 @@ BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
 
 
 def textbook_step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
-    """Run zero_grad -> forward -> loss -> backward -> step, the reference order."""
+    """Run zero_grad -> forward -> loss -> backward -> step, the reference order, on an (inputs, targets) pair."""
     inputs, targets = batch
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
     loss.backward()
     optimizer.step()
     return loss
+
+
+def _textbook(h: Harness) -> Callable[..., Any]:
+    """Return the textbook step for any batch: the harness finds its inputs and targets."""
+    def step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
+        optimizer.zero_grad()
+        out = h.forward(model, batch)
+        own = tb.loss_of(out) if not isinstance(out, torch.Tensor) or loss_fn is None else None
+        if own is None:
+            if loss_fn is None:
+                raise SetupError("the model's output carries no `.loss` and no `loss_fn` is declared")
+            own = loss_fn(tb.logits_of(out), h.targets(batch))
+        own.backward()
+        optimizer.step()
+        return own
+    return step
 
 
 class Session:
@@ -39,7 +56,7 @@ class Session:
         self.h, self.model, self.optimizer, self.trace = harness, model, optimizer, trace
         self.training = harness.training
         self.loss_values: list[float] = []  # every loss_fn result during the user's step
-        self.loss_fn = self._wrap_loss(self.training.loss_fn)
+        self.loss_fn = self._wrap_loss(self.training.loss_fn) if self.training.loss_fn is not None else None
 
     # -- running user code ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -57,7 +74,7 @@ class Session:
         if self.training.train_epoch is not None:
             return self.train(1)[0]
         user = self.training.step
-        fn, where = (user, "the `step` function") if user is not None else (textbook_step, "the textbook step")
+        fn, where = (user, "the `step` function") if user is not None else (_textbook(self.h), "the textbook step")
         with self.phase("step"):
             out = call_user(where, fn, self.model, self.h.batch(), self.optimizer, self.loss_fn)
         return _as_loss(out, where)
@@ -85,15 +102,23 @@ class Session:
         """Run the user's `evaluate(model, loader)` on the fixed evaluation batch."""
         if self.training.evaluate is None:
             raise SetupError("no `evaluate` function declared")
-        x, y = self.h.eval_batch()
-        loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
+        loader = self._loader(self.h.eval_batch, 1)
         with self.phase("evaluate"):
             return call_user("the `evaluate` function", self.training.evaluate, self.model, loader)
 
     def repeated_loader(self, steps: int) -> DataLoader:
         """Return a DataLoader that yields the fixed batch ``steps`` times."""
-        x, y = self.h.batch()
-        return DataLoader(TensorDataset(x, y), batch_sampler=[list(range(len(x)))] * steps)
+        return self._loader(self.h.batch, steps)
+
+    @staticmethod
+    def _loader(make: Callable[[], Any], times: int) -> DataLoader:
+        """Return a DataLoader yielding ``make()``'s batch ``times`` times, as the user's own loader shapes it."""
+        batch = make()
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch) \
+                and batch[0].ndim and batch[1].ndim and len(batch[0]) == len(batch[1]):
+            x, y = batch  # keep the plain (inputs, targets) loader that code may query (`loader.dataset`)
+            return DataLoader(TensorDataset(x, y), batch_sampler=[list(range(len(x)))] * times)
+        return DataLoader(_Repeat(make, times), batch_size=None, collate_fn=_same)
 
     def _wrap_loss(self, loss_fn: Callable[..., Any]) -> Callable[..., Any]:
         def observed_loss(*args: Any, **kwargs: Any) -> Any:
@@ -111,7 +136,7 @@ class Session:
         self.model.train(train_mode)
         try:
             with torch.no_grad():
-                return call_user("the model's forward", self.model, self.h.batch()[0])
+                return self.h.forward(self.model)
         finally:
             for m, mode in modes.items():
                 m.training = mode
@@ -121,11 +146,14 @@ class Session:
         task = self.task()
         if task not in ("classification", "binary"):
             return None
-        y = self.h.batch()[1]
+        try:
+            y = self.h.target_tensor()
+        except tb.MissingField:
+            return None  # the loss alone judges the run
         best: Optional[float] = None
         for train_mode in (False, True):
             out = self.predict(train_mode)
-            acc = _accuracy(out, y, task, self.loss_kind())
+            acc = _accuracy(tb.logits_of(out, len(y)), y, task, self.loss_kind())
             if acc is not None:
                 best = acc if best is None else max(best, acc)
         return best
@@ -146,7 +174,10 @@ class Session:
             return "binary"
         if kind == "mse_loss":
             return "regression"
-        y = self.h.batch()[1]
+        try:
+            y = self.h.target_tensor()
+        except tb.MissingField:
+            return "unknown"
         return "classification" if not y.is_floating_point() and not y.is_complex() else "unknown"
 
     def num_classes(self) -> Optional[int]:
@@ -159,7 +190,30 @@ class Session:
         return None
 
 
+class _Repeat(torch.utils.data.Dataset):
+    """``times`` fresh copies of one batch, for a loader that must not collate them again."""
+
+    def __init__(self, make: Callable[[], Any], times: int) -> None:
+        self.make, self.times = make, times
+
+    def __len__(self) -> int:
+        return self.times
+
+    def __getitem__(self, index: int) -> Any:
+        return self.make()
+
+
+def _same(batch: Any) -> Any:
+    return batch
+
+
 def _as_loss(out: Any, where: str) -> float:
+    if out is not None and not isinstance(out, (torch.Tensor, int, float)):
+        found = tb.loss_of(out)  # a dict with "loss" or an output object with `.loss`
+        if found is None:
+            raise SetupError(f"{where} returned {type(out).__name__} without a scalar `loss`; return the loss "
+                             "(a scalar tensor, a float, or a dict / output object with a `loss` entry)")
+        out = found
     if out is None:
         raise SetupError(f"{where} returned None; it must return the loss (a scalar tensor or a float): "
                          "end it with `return loss`")

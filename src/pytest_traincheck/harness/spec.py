@@ -30,9 +30,9 @@ class Training:
 
     name: str
     model: Callable[[], Any]
-    loss_fn: Callable[..., Any]
     optimizer: Callable[[Iterable[Any]], Any]
     data: Iterable[Any]
+    loss_fn: Optional[Callable[..., Any]] = None  # None: the model computes its loss (`out.loss`)
     eval_data: Optional[Iterable[Any]] = None
     step: Optional[Callable[..., Any]] = None
     train_epoch: Optional[Callable[..., Any]] = None
@@ -54,6 +54,11 @@ class Training:
     world_size: int = 1
     rank_data: Optional[Callable[[int], Iterable[Any]]] = None
     rank_eval_data: Optional[Callable[[], Iterable[Any]]] = None
+    # -- real-project shapes (batches, outputs, optimizers, schedulers, accumulation) ----------
+    # Where checks find the inputs / targets of a batch: a key, an index, or a function of the
+    # batch; None finds the usual names (input_ids, pixel_values, x...; labels, y...) or positions 0/1.
+    inputs: Any = None
+    targets: Any = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,7 +70,9 @@ class Training:
             raise SetupError(f"{where}: `name` must be a non-empty string, got {self.name!r}")
         if any(c in self.name for c in ":[]\n"):
             raise SetupError(f"{where}: `name` is used in pytest item ids; avoid ':', '[', ']' and newlines")
-        for attr in ("model", "optimizer", "loss_fn"):
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise SetupError(f"{where}: `loss_fn` must be callable or None, got {type(self.loss_fn).__name__}")
+        for attr in ("model", "optimizer"):
             if not callable(getattr(self, attr)):
                 raise SetupError(f"{where}: `{attr}` must be callable, got {type(getattr(self, attr)).__name__}")
         if _looks_like_module(self.model):
@@ -85,7 +92,12 @@ class Training:
             raise SetupError(f"{where}: give both `save_checkpoint` and `load_checkpoint` (or neither): "
                              "a resume is checked by saving with one and loading with the other")
         if self.data is None or isinstance(self.data, (str, bytes)):
-            raise SetupError(f"{where}: `data` must be a DataLoader or an iterable of (inputs, targets) batches")
+            raise SetupError(f"{where}: `data` must be a DataLoader or an iterable of batches")
+        for attr in ("inputs", "targets"):
+            value = getattr(self, attr)
+            if not (value is None or callable(value) or isinstance(value, (str, int))) or isinstance(value, bool):
+                raise SetupError(f"{where}: `{attr}` must be a key, an index or a function of the batch, "
+                                 f"got {type(value).__name__}")
         if self.task not in TASKS:
             raise SetupError(f"{where}: `task` must be one of {', '.join(TASKS)}; got {self.task!r}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):

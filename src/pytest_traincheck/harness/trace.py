@@ -114,6 +114,37 @@ class ClipCall:
 
 
 @dataclass
+class GraphCut:
+    """A backward() that reached none of the optimizer's parameters, and what the loss's graph held."""
+
+    step: int
+    kind: str  # "no-grad": the loss has no graph; "leaf": the loss is a leaf; "foreign": leaves that are not params
+    foreign_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def graph_cut(root: torch.Tensor, params: set[int], step: int, limit: int = 100_000) -> Optional[GraphCut]:
+    """Return how ``root``'s graph misses every parameter in ``params``, or None if it reaches one."""
+    if not root.requires_grad:
+        return GraphCut(step, "no-grad")
+    if root.grad_fn is None:
+        return GraphCut(step, "leaf", [tuple(root.shape)])
+    foreign: list[tuple[int, ...]] = []
+    seen, todo = set(), [root.grad_fn]
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            if id(variable) in params:
+                return None
+            foreign.append(tuple(variable.shape))
+        todo.extend(f for f, _ in node.next_functions)
+    return GraphCut(step, "foreign", foreign)
+
+
+@dataclass
 class ForwardRecord:
     """The model's modes when the root module's forward ran."""
 
@@ -162,6 +193,9 @@ class _Taps:
             original = getattr(nn_utils, fname, None)
             if original is not None:
                 wrappers[id(original)] = (original, self._clip_wrapper(fname, original))
+        original_backward = torch.autograd.backward
+        torch.autograd.backward = self._backward_wrapper(original_backward)
+        self._undo.append(lambda: setattr(torch.autograd, "backward", original_backward))
         for owner in [F, nn_utils, clip_module, *_user_modules()]:
             for attr, value in list(vars(owner).items()):
                 found = wrappers.get(id(value))
@@ -179,6 +213,17 @@ class _Taps:
 
         loss.__wrapped__ = original  # type: ignore[attr-defined]
         return loss
+
+    def _backward_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            root = tensors if isinstance(tensors, torch.Tensor) else next(iter(tensors), None)
+            if isinstance(root, torch.Tensor):
+                for trace in list(self.traces):
+                    trace.on_backward(root)
+            return original(tensors, *args, **kwargs)
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        return backward
 
     def _clip_wrapper(self, fname: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def clip(*args: Any, **kwargs: Any) -> Any:
@@ -280,6 +325,9 @@ class Trace:
         self.forwards: list[ForwardRecord] = []
         self.losses: list[LossCall] = []
         self.accumulations: Counter[str] = Counter()
+        self.cuts: list[GraphCut] = []  # backward() calls that reached no parameter
+        self.backward_calls = 0
+        self._backward_root: Optional[torch.Tensor] = None
         self.snapshots: dict[str, _GradSeen] = {}  # nonzero gradients left after the last step
         self._nonzero: set[str] = set()
         self._pending: list[tuple[str, torch.Tensor]] = []  # norms after each accumulation, not yet read
@@ -412,6 +460,11 @@ class Trace:
                 self._before[name] = p.detach().clone()
         since = self.since_step
         last_b = max((i for i, e in enumerate(since) if e == "B"), default=-1)
+        root, self._backward_root = self._backward_root, None
+        if last_b < 0 and root is not None and not any(c.step == len(self.steps) for c in self.cuts):
+            cut = graph_cut(root, {id(p) for p in self.opt_params()}, len(self.steps))
+            if cut is not None:
+                self.cuts.append(cut)
         self.steps.append(StepRecord(
             index=len(self.steps), had_backward=last_b >= 0,
             closure=any(callable(a) for a in args if a is not optimizer) or callable(kwargs.get("closure")),
@@ -452,6 +505,15 @@ class Trace:
         value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
         self.losses.append(LossCall(kind, inp.detach(), target.detach() if isinstance(target, torch.Tensor) else None,
                                     provenance(inp), value, self.phase))
+
+    def on_backward(self, root: torch.Tensor) -> None:
+        """Record a backward() call of the step; a loss without a graph is recorded as a cut at once."""
+        if self.phase != "step":
+            return
+        self.backward_calls += 1
+        self._backward_root = root
+        if not root.requires_grad:  # backward() is about to raise: keep the evidence
+            self.cuts.append(GraphCut(len(self.steps), "no-grad"))
 
     def on_clip(self, fname: str) -> None:
         """Record a clip call and where it fell relative to backward and step."""

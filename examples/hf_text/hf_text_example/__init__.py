@@ -1,0 +1,1 @@
+"""A Hugging Face-shaped text classifier checked by traincheck."""
