@@ -1,4 +1,4 @@
-"""The ``traincheck`` command: lint, rules, explain, data."""
+"""The ``traincheck`` command: lint, rules, explain, data, server."""
 
 from __future__ import annotations
 
@@ -229,12 +229,27 @@ def _add_data(sub: "argparse._SubParsersAction[_Parser]") -> None:
     add_parser(sub)  # type: ignore[arg-type]
 
 
+def _run_server(args: argparse.Namespace) -> int:
+    from pytest_traincheck.lsp import LspMissing, main as serve
+
+    try:
+        return serve()
+    except LspMissing as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _add_server(sub: "argparse._SubParsersAction[_Parser]") -> None:
+    server = sub.add_parser("server", help="run the Language Server over stdio (editors; needs the `lsp` extra)")
+    server.set_defaults(handler=_run_server)
+
+
 # The command table: every subcommand, in `--help` order, with the function that adds its parser.
 COMMANDS: dict[str, Callable[["argparse._SubParsersAction[_Parser]"], None]] = {
     "lint": _add_lint,
     "rules": _add_rules,
     "explain": _add_explain,
     "data": _add_data,
+    "server": _add_server,
 }
 
 
