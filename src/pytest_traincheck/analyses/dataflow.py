@@ -37,6 +37,7 @@ from pytest_traincheck.analyses.torch_vocabulary import (
     PASSTHROUGH_METHODS,
     WRAPPERS,
     is_module_subclass_base,
+    sequential_layers,
 )
 
 class Value(NamedTuple):
@@ -174,9 +175,10 @@ class Tracker(Analysis):
 
     def sequential_last(self, call: cst.Call) -> str:
         """Return the qualified name of an ``nn.Sequential``'s last layer, or ""."""
-        if not call.args or call.args[-1].star or call.args[-1].keyword is not None:
+        layers = sequential_layers(self.context, call)
+        if not layers:
             return ""
-        value = self.evaluate(call.args[-1].value)
+        value = self.evaluate(layers[-1])
         if value is None:
             return ""
         if value.kind == "seq":

@@ -19,6 +19,7 @@ from pytest_traincheck.analyses.torch_vocabulary import (
     RECURRENT_LAYERS,
     is_module_subclass_base,
     strip_passthrough,
+    sequential_layers,
 )
 from pytest_traincheck.lint.project import ClassFacts, FileFacts, ProjectFacts
 
@@ -56,8 +57,9 @@ def module_activation(context: FileContext, expr: cst.BaseExpression) -> Optiona
     qual = context.qualname(expr.func)
     if qual in ACTIVATION_MODULES:
         return ACTIVATION_MODULES[qual]
-    if qual == "torch.nn.Sequential" and expr.args and not expr.args[-1].star:
-        return module_activation(context, expr.args[-1].value)
+    if qual == "torch.nn.Sequential":
+        layers = sequential_layers(context, expr)
+        return module_activation(context, layers[-1]) if layers else None
     return None
 
 
@@ -103,9 +105,12 @@ class FactsCollector(cst.BatchableCSTVisitor):
         for target in node.targets:
             attr = self_attr(target.target)
             if attr is not None:
-                activation = module_activation(self.context, node.value) or self._user_class(node.value)
+                held = self._user_class(node.value)
+                activation = module_activation(self.context, node.value) or held
                 if activation:
                     layers[attr] = activation
+                if held and held[len("class:"):] not in facts.holds:
+                    facts.holds.append(held[len("class:"):])
                 facts.recurrent = facts.recurrent or contains_recurrent(self.context, node.value)
             elif self._in_forward and isinstance(target.target, cst.Name) and self._locals:
                 activation = activation_of(self.context, node.value, layers)

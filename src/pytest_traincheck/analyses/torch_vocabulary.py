@@ -117,7 +117,7 @@ DEVICE_DTYPE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half"
 MODULE_METHODS = DEVICE_DTYPE_METHODS | {"train", "eval", "requires_grad_", "share_memory"}
 # Tensor methods that reshape without changing the values (what forward returns keeps its activation).
 RESHAPE_METHODS = frozenset({"view", "reshape", "squeeze", "unsqueeze", "flatten", "contiguous", "view_as",
-                             "reshape_as"})
+                             "reshape_as", "resize", "resize_as"})
 # Methods whose result is, for the analyses, what their receiver was.
 PASSTHROUGH_METHODS = MODULE_METHODS | RESHAPE_METHODS
 
@@ -149,7 +149,8 @@ def is_module_subclass_base(qualname: Optional[str]) -> bool:
                         "lightning.pytorch.LightningModule"}
 
 
-RECURRENT_LAYERS = frozenset({"torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU"})
+RECURRENT_LAYERS = frozenset({"torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU",
+                              "torch.nn.RNNCell", "torch.nn.LSTMCell", "torch.nn.GRUCell"})
 BATCHNORM_LAYERS = frozenset(
     {"torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm",
      "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d", "torch.nn.LazyBatchNorm3d"}
@@ -183,3 +184,37 @@ ACTIVATION_MODULES = {
 ACTIVATION_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
 SOFTMAX_FUNCS = frozenset(q for q, kind in ACTIVATION_FUNCS.items() if kind in ("softmax", "log_softmax"))
 CROSS_ENTROPY = frozenset({"torch.nn.CrossEntropyLoss", "torch.nn.functional.cross_entropy"})
+
+
+_ORDERED_DICTS = frozenset({"collections.OrderedDict", "typing.OrderedDict", "OrderedDict", "dict"})
+
+
+def sequential_layers(context: FileContext, call: cst.Call) -> Optional[list[cst.BaseExpression]]:
+    """Return the layers of ``nn.Sequential(a, b)`` or ``nn.Sequential(OrderedDict([("a", a), ...]))``, in order.
+
+    None when the layers are not all visible (``*layers``, keywords).
+    """
+    args = list(call.args)
+    if len(args) == 1 and not args[0].star and isinstance(args[0].value, (cst.Call, cst.Dict)):
+        named = _named_layers(context, args[0].value)
+        if named is not None:
+            return named
+    if any(a.star or a.keyword is not None for a in args):
+        return None
+    return [a.value for a in args]
+
+
+def _named_layers(context: FileContext, expr: cst.BaseExpression) -> Optional[list[cst.BaseExpression]]:
+    if isinstance(expr, cst.Dict):
+        return [e.value for e in expr.elements if isinstance(e, cst.DictElement)]
+    if not isinstance(expr, cst.Call) or (context.qualname(expr.func) or dotted_name(expr.func)) not in _ORDERED_DICTS:
+        return None
+    if len(expr.args) != 1 or not isinstance(expr.args[0].value, (cst.List, cst.Tuple)):
+        return None
+    layers = []
+    for element in expr.args[0].value.elements:
+        pair = element.value
+        if not isinstance(pair, cst.Tuple) or len(pair.elements) != 2:
+            return None
+        layers.append(pair.elements[1].value)
+    return layers

@@ -37,7 +37,8 @@ class ClassFacts:
     # What forward returns: "softmax"/"log_softmax"/"sigmoid", "logits" (anything else), or
     # "class:<Name>" when it returns the output of a submodule of the user's class <Name>.
     returns: list[str] = field(default_factory=list)
-    recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU
+    recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU (or one of their cells)
+    holds: list[str] = field(default_factory=list)  # user classes it keeps as submodules (``self.enc = Encoder()``)
     direct_module: bool = False  # a base is nn.Module (or Lightning's)
 
 
@@ -125,7 +126,7 @@ class ProjectFacts:
         if name in seen:
             return False
         seen.add(name)
-        return any(c.recurrent or any(self.recurrent(b, p, seen) for b in c.bases)
+        return any(c.recurrent or any(self.recurrent(other, p, seen) for other in (*c.bases, *c.holds))
                    for p, c in self._candidates(name, path))
 
     def holds(self, condition: Condition, path: str) -> bool:

@@ -9,7 +9,7 @@ import libcst as cst
 
 from pytest_traincheck.lint.rule import Invalid, Valid
 from pytest_traincheck.analyses.dataflow import FlowRule, bias_enabled, first_arg, set_keyword
-from pytest_traincheck.analyses.torch_vocabulary import BATCHNORM_LAYERS, BIAS_POSITION, BIASED_LAYERS
+from pytest_traincheck.analyses.torch_vocabulary import BATCHNORM_LAYERS, BIAS_POSITION, BIASED_LAYERS, sequential_layers
 
 _Layer = tuple[str, cst.Call]  # (qualified class, its construction)
 
@@ -85,6 +85,14 @@ class BiasBeforeBatchNorm(FlowRule):
     TRIGGERS = ("BatchNorm",)
 
     VALID = [
+        Valid("""
+            from collections import OrderedDict
+            import torch.nn as nn
+            block = nn.Sequential(OrderedDict([
+                ("conv", nn.Conv2d(3, 16, 3, bias=False)),
+                ("bn", nn.BatchNorm2d(16)),
+            ]))
+            """),
         # ResNet-style block: conv without bias, then BN.
         Valid("""
             import torch.nn as nn
@@ -149,6 +157,24 @@ class BiasBeforeBatchNorm(FlowRule):
             """),
     ]
     INVALID = [
+        # A Sequential given an OrderedDict of named layers.
+        Invalid("""
+            from collections import OrderedDict
+            import torch.nn as nn
+            block = nn.Sequential(OrderedDict([
+                ("conv", nn.Conv2d(3, 16, 3)),
+                ("bn", nn.BatchNorm2d(16)),
+                ("relu", nn.ReLU()),
+            ]))
+            """, line=4, column=14, expected_fix="""
+            from collections import OrderedDict
+            import torch.nn as nn
+            block = nn.Sequential(OrderedDict([
+                ("conv", nn.Conv2d(3, 16, 3, bias=False)),
+                ("bn", nn.BatchNorm2d(16)),
+                ("relu", nn.ReLU()),
+            ]))
+            """),
         Invalid(
             """
             import torch.nn as nn
@@ -396,7 +422,9 @@ class BiasBeforeBatchNorm(FlowRule):
 
     def _check_sequential(self, node: cst.Call) -> None:
         previous: Optional[_Layer] = None
-        for arg in node.args:
+        named = sequential_layers(self.context, node)
+        args = [cst.Arg(layer) for layer in named] if named is not None else node.args
+        for arg in args:
             if arg.keyword is not None:
                 return
             if arg.star:

@@ -80,6 +80,25 @@ class MissingGradClipping(LoopRule):
     TRIGGERS = ("backward",)
 
     VALID = [
+        # Nested user modules without any recurrent layer.
+        Valid("""
+            import torch
+            import torch.nn as nn
+            class Block(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(4, 4)
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.block = Block()
+            model = Net()
+            opt = torch.optim.Adam(model.parameters())
+            for x, y in loader:
+                opt.zero_grad()
+                criterion(model(x), y).backward()
+                opt.step()
+            """),
         Valid("""
             import torch
             import torch.nn as nn
@@ -141,6 +160,32 @@ class MissingGradClipping(LoopRule):
             """),
     ]
     INVALID = [
+        # The recurrent layers sit in user modules nested inside the trained one (another file).
+        Invalid(
+            """
+            import torch
+            from models import Translator
+            model = Translator()
+            opt = torch.optim.Adam(model.parameters())
+            for src, tgt in loader:
+                opt.zero_grad()
+                model(src, tgt).backward()
+                opt.step()
+            """,
+            line=8,
+            files={"models.py": """
+                import torch.nn as nn
+                class Encoder(nn.Module):
+                    def __init__(self):
+                        super().__init__()
+                        self.cell = nn.LSTMCell(32, 64)
+                class Translator(nn.Module):
+                    def __init__(self):
+                        super().__init__()
+                        self.encoder = Encoder()
+                        self.head = nn.Linear(64, 10)
+                """},
+        ),
         Invalid(
             """
             import torch

@@ -137,6 +137,14 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             """),
     ]
     INVALID = [
+        # A Sequential of named layers (an OrderedDict) ending in Softmax.
+        Invalid("""
+            from collections import OrderedDict
+            import torch.nn as nn
+            model = nn.Sequential(OrderedDict([("fc", nn.Linear(4, 3)), ("softmax", nn.Softmax(dim=1))]))
+            criterion = nn.CrossEntropyLoss()
+            loss = criterion(model(x), y)
+            """, line=5, column=8),
         Invalid(
             """
             import torch.nn as nn
