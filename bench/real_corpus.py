@@ -47,6 +47,7 @@ FAMILIES = {
     "TRN3": "train/eval discipline",
     "TRN4": "data",
     "TRN5": "checkpoints",
+    "TRN7": "distributed",
     "TRN9": "deprecated API",
 }
 

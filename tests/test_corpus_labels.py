@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 LABELS = Path(__file__).resolve().parents[1] / "bench" / "corpus_labels.json"
-FAMILIES = {"TRN1", "TRN2", "TRN3", "TRN4", "TRN5", "TRN9"}
+FAMILIES = {"TRN1", "TRN2", "TRN3", "TRN4", "TRN5", "TRN7", "TRN9"}
 
 
 def catalogue_codes() -> set[str]:
