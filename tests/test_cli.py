@@ -337,6 +337,19 @@ def test_explain_catalogue_only_code(tmp_path: Path, tc: Runner) -> None:
 CHECK_SECTIONS = ("## What it measures", "## Why it matters", "## Thresholds", "## Known problems", "## Example")
 
 
+def test_explain_a_check_prints_its_full_documentation(tmp_path: Path, tc: Runner) -> None:
+    proc = tc("explain", "TRN601", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("# TRN601 cannot-overfit-single-batch\n")
+    for section in CHECK_SECTIONS:
+        assert f"\n{section}\n" in proc.stdout, section
+
+
+def test_explain_prints_both_halves_of_a_code_with_a_rule_and_a_check(tmp_path: Path, tc: Runner) -> None:
+    out = tc("explain", "TRN101", cwd=tmp_path).stdout
+    static, dynamic = out.index("# `traincheck lint` (static rule)"), out.index("# `pytest --train-sanity` (dynamic check)")
+    assert static < out.index("## What it does") < dynamic < out.index("## What it measures")
+
+
 # Run in a fresh interpreter in which `import torch` fails, as on a lint-only install.
 WITHOUT_TORCH = """
 import sys

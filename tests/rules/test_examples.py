@@ -46,11 +46,9 @@ def test_rule_example(rule: type[Rule], example: Valid | Invalid) -> None:
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: f"{r.CODE}-{r.__name__}")
 def test_rule_is_documented_and_exemplified(rule: type[Rule]) -> None:
-    docs = rule.docs()
-    for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead"):
-        assert section in docs, f"{rule.__name__} docs lack {section!r}"
+    # The sections every rule has are checked with the checks' in tests/test_docs.py.
     if rule.fixable():
-        assert "## Fix safety" in docs and rule.FIX_TITLE
+        assert "## Fix safety" in rule.docs() and rule.FIX_TITLE
     assert rule.MESSAGE.endswith("."), "MESSAGE is a full sentence"
     assert len([e for e in rule.VALID]) >= 3 and len([e for e in rule.INVALID]) >= 3
 

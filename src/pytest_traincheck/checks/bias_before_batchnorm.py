@@ -45,7 +45,32 @@ def _find_producer(t: Any, produced: dict[int, tuple[Any, str]], depth: int = 4)
 
 
 class BiasBeforeBatchNorm(Check):
-    """Warn when a layer with a bias feeds BatchNorm/InstanceNorm directly (and its bias gets ~0 gradient)."""
+    """Warn when a layer with a bias feeds BatchNorm/InstanceNorm directly (and its bias gets ~0 gradient).
+
+    ## What it measures
+    Finds Linear/Conv layers with a bias whose output goes straight into a BatchNorm/InstanceNorm
+    layer (forward hooks), then confirms after a backward that the bias gradient is negligible next
+    to the weight gradient.
+
+    ## Why it matters
+    Normalization subtracts the per-channel mean, so a constant bias before it is removed again: it
+    is a wasted parameter that the optimizer keeps updating for nothing (and weight decay shrinks
+    for nothing).
+
+    ## Thresholds
+    Warns when `|grad bias| / |grad weight|` is below 1e-4. It warns; `--train-sanity-strict` makes
+    the warning fail the run. Fixed; turn the check off with `--train-sanity-ignore TRN202` (or
+    `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Only direct producer-to-norm connections are seen; a bias before a norm layer reached through an
+    activation is (correctly) not flagged.
+
+    ## Example
+    ```python
+    nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16))  # bias=True by default
+    ```
+    """
 
     CODE = "TRN202"
     FAILS_WITH = Verdict.WARN

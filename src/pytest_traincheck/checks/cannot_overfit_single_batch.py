@@ -28,7 +28,40 @@ def _shuffled_labels(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> An
 
 
 class CannotOverfitSingleBatch(Check):
-    """Fail when repeated steps on one batch do not drive its loss near zero."""
+    """Fail when repeated steps on one batch do not drive its loss near zero.
+
+    ## What it measures
+    Runs the user's step up to `overfit_steps` times (100 by default) on one fixed batch and records
+    the loss curve, stopping early once the loss is below 10% of its first value and, for
+    classification, the batch is predicted perfectly. Stochastic: a setup that does not pass is
+    retried with 2 more seeds. Its curve is drawn in the summary and, with `--train-sanity-logdir`,
+    written to TensorBoard.
+
+    ## Why it matters
+    A model that cannot memorize 16 samples cannot learn the dataset: a broken step, a frozen model,
+    a wrong loss or a learning rate far off all show up here first, in seconds instead of after an
+    epoch.
+
+    ## Thresholds
+    Passes when the best loss reaches 10% of the initial loss (and, for classification, 100% batch
+    accuracy); fails when it never gets below 99.9% of the initial loss, or becomes NaN/Inf; warns
+    in between. Give slow learners more steps with `Training(..., overfit_steps=300)` or a larger
+    learning rate for the test. Turn the check off with `--train-sanity-ignore TRN601` (or `ignore`
+    in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Heavily regularized models (strong dropout, large weight decay) and tiny learning rates may only
+    warn. Losses that do not start positive are judged on accuracy.
+
+    ## Example
+    ```python
+    def step(model, batch, optimizer, loss_fn):
+        optimizer.zero_grad()
+        loss = loss_fn(model(batch[0]), batch[1])
+        loss.backward()
+        return loss            # optimizer.step() forgotten
+    ```
+    """
 
     CODE = "TRN601"
     STOCHASTIC = True

@@ -13,11 +13,29 @@ from pytest_traincheck.harness.ranks import DistributedCheck, Rank, first_differ
 class CheckpointNotPortable(DistributedCheck):
     """Fail when the declared save/load functions cannot move a model between DDP and a plain process.
 
-    After one distributed step, the ranks save through `save_checkpoint` from the
-    DDP-wrapped model. Rank 0 then, alone, loads that file with `load_checkpoint` into a
-    fresh plain (unwrapped) model, as inference or fine-tuning code does, and compares
-    every parameter and buffer; then it saves from the plain model and loads that into
-    a fresh wrapped one.
+    ## What it measures
+    After one distributed step, the ranks save through `save_checkpoint` from the DDP-wrapped model.
+    Rank 0 then, alone, loads that file with `load_checkpoint` into a fresh plain (unwrapped) model,
+    as inference or fine-tuning code does, and compares every parameter and buffer; then it saves
+    from the plain model and loads that into a fresh wrapped one.
+
+    ## Why it matters
+    A state dict saved from the DDP wrapper has every key prefixed with `module.`: it does not load
+    into the plain model used for inference or fine-tuning, and a plain checkpoint does not load
+    back into the wrapper.
+
+    ## Thresholds
+    Fails when loading raises or any parameter or buffer differs after loading. Fixed; Turn the
+    check off with `--train-sanity-ignore TRN706` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Needs `save_checkpoint=` and `load_checkpoint=`; skipped otherwise.
+
+    ## Example
+    ```python
+    torch.save(ddp_model.state_dict(), path)   # keys start with "module."
+    ```
     """
 
     CODE = "TRN706"

@@ -51,7 +51,34 @@ def _sgd(params: Any) -> Any:
 
 
 class CheckpointNotResumable(Check):
-    """Fail when a run resumed from a checkpoint takes a different next step than the uninterrupted run."""
+    """Fail when a run resumed from a checkpoint takes a different next step than the uninterrupted run.
+
+    ## What it measures
+    Trains 3 steps, saves through the declared `save_checkpoint`, loads into fresh objects through
+    `load_checkpoint`, and compares the next step taken from the restored objects with the next step
+    of the uninterrupted run.
+
+    ## Why it matters
+    A checkpoint without the optimizer state (Adam's moments, momentum buffers), the scheduler or
+    the BatchNorm buffers resumes with a jump in the loss: long runs that are preempted train
+    differently from what their logs say.
+
+    ## Thresholds
+    Fails when any parameter after the next step differs by more than 1e-6, relative to max(1,
+    |value|). Fixed; turn the check off with `--train-sanity-ignore TRN503` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs `save_checkpoint=` and `load_checkpoint=`; skipped otherwise. Randomness inside the step
+    (dropout) is reseeded identically for both runs; other sources of non-determinism would be
+    reported as a difference.
+
+    ## Example
+    ```python
+    def save_checkpoint(model, optimizer, path):
+        torch.save(model.state_dict(), path)   # the optimizer state is lost
+    ```
+    """
 
     CODE = "TRN503"
     PASSING = (lambda: ex.setup(),

@@ -16,9 +16,29 @@ from pytest_traincheck.harness.ranks import DistributedCheck, Rank
 class CheckpointWrittenByEveryRank(DistributedCheck):
     """Fail when more than one rank writes the same file through the declared `save_checkpoint`.
 
-    After one step, every rank calls `save_checkpoint(model, optimizer, path)` with the
-    same path, as a training script does; each rank records the files its `torch.save`
-    calls write. Writing from rank 0 only, or one file per rank, passes.
+    ## What it measures
+    After one step, every rank calls `save_checkpoint(model, optimizer, path)` with the same path,
+    as a training script does; each rank records the files its `torch.save` calls write. Writing
+    from rank 0 only, or one file per rank, passes.
+
+    ## Why it matters
+    Every rank writing the same file races: the file can be truncated or mixed, and on shared
+    storage the job slows down N-fold for nothing.
+
+    ## Thresholds
+    Fails when two ranks write the same path. Fixed; turn the check off with `--train-sanity-ignore
+    TRN705` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Needs `save_checkpoint=` and `load_checkpoint=`; skipped otherwise.
+    Only writes through `torch.save` to a path are seen.
+
+    ## Example
+    ```python
+    def save_checkpoint(model, optimizer, path):
+        torch.save(model.state_dict(), path)   # on every rank
+    ```
     """
 
     CODE = "TRN705"

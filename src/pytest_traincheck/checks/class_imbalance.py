@@ -1,12 +1,4 @@
-"""TRN407: a heavily skewed label distribution in the training data (CHECKS.md D16).
-
-Labels are counted over up to `_data.MAX_SAMPLES` training samples, as the
-loader yields them (so a `WeightedRandomSampler` already balances them). When
-the sample is not the whole dataset the ratio is judged conservatively: the
-rarest count is raised and the commonest lowered by two standard deviations
-(Poisson), so a balanced dataset with many classes and few samples per class
-never warns by chance. A class-weighted loss counts as handled.
-"""
+"""TRN407: a heavily skewed label distribution in the training data (CHECKS.md D16)."""
 
 from __future__ import annotations
 
@@ -58,7 +50,33 @@ def _missing_class() -> Any:
 
 
 class ClassImbalance(Check):
-    """Warn when the rarest training label is under a tenth as frequent as the commonest."""
+    """Warn when the rarest training label is under a tenth as frequent as the commonest.
+
+    ## What it measures
+    Counts the labels of up to 2048 training samples as the loader yields them (so a
+    `WeightedRandomSampler` already balances them) and compares the rarest class with the commonest.
+    When the sample is not the whole dataset the ratio is judged conservatively (two Poisson
+    standard deviations in the data's favour).
+
+    ## Why it matters
+    With a heavy skew the model can reach a low loss by predicting the common class; accuracy looks
+    good and the rare classes are never learnt.
+
+    ## Thresholds
+    Warns when rarest/commonest < 0.1, or a declared class never appears. A class-weighted loss
+    counts as handled. It warns; `--train-sanity-strict` makes the warning fail the run. Fixed; turn
+    the check off with `--train-sanity-ignore TRN407` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Classification only; the class count comes from the loss input width or `num_classes`. Skews
+    that are real and handled in another way (focal loss, a custom sampler yielding skewed batches
+    on purpose) are flagged.
+
+    ## Example
+    ```python
+    Training(..., data=DataLoader(skewed_set, batch_size=32, shuffle=True))
+    ```
+    """
 
     CODE = "TRN407"
     FAILS_WITH = Verdict.WARN

@@ -31,7 +31,32 @@ def _clip_before_backward(model: Any, batch: Any, optimizer: Any, loss_fn: Any) 
 
 
 class ClipOutsideBackwardStep(Check):
-    """Fail when a clip_grad_* call falls outside the backward() .. step() window."""
+    """Fail when a clip_grad_* call falls outside the backward() .. step() window.
+
+    ## What it measures
+    Runs the user's step 3 times and records, for every clip call, whether it came after that
+    iteration's `backward()` and before its `optimizer.step()`.
+
+    ## Why it matters
+    Clipping before `backward()` clips the previous (or empty) gradients, and clipping after
+    `step()` clips gradients already applied: either way the update is not bounded, though the code
+    looks as if it were.
+
+    ## Thresholds
+    Any clip call outside the backward..step window fails. Fixed; turn the check off with
+    `--train-sanity-ignore TRN106` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. Clipping of tensors other than the model's gradients is not told
+    apart from gradient clipping.
+
+    ## Example
+    ```python
+    loss.backward()
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    ```
+    """
 
     CODE = "TRN106"
     NEEDS_STEP = True

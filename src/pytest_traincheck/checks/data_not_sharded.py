@@ -19,11 +19,32 @@ EPOCHS = (0, 1)
 class DataNotSharded(DistributedCheck):
     """Fail when the ranks' loaders overlap or miss samples, or replay one order every epoch.
 
-    Every rank calls `rank_data(epoch)` for two epochs and lists the samples it would
-    train on: dataset indices read from the DataLoader's sampler (no data is loaded), or,
-    for other iterables, a hash of each input. Rank 0 checks the shards are disjoint
-    (beyond the few duplicates a DistributedSampler pads with), cover the dataset, and
-    come in a different order in the second epoch.
+    ## What it measures
+    Every rank calls `rank_data(epoch)` for two epochs and lists the samples it would train on:
+    dataset indices read from the DataLoader's sampler (no data is loaded), or, for other iterables,
+    a hash of each input. Rank 0 checks the shards are disjoint (beyond the few duplicates a
+    DistributedSampler pads with), cover the dataset, and come in a different order in the second
+    epoch.
+
+    ## Why it matters
+    Without a `DistributedSampler` every rank trains on the whole dataset (N times the work for the
+    same result), and without `sampler.set_epoch(epoch)` every epoch replays the same order.
+
+    ## Thresholds
+    Fails on overlapping shards (beyond the few duplicates a DistributedSampler pads with), missing
+    samples, or an identical order in both epochs. Fixed; turn the check off with
+    `--train-sanity-ignore TRN703` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Needs `rank_data=` (a function of the epoch returning each rank's
+    loader); skipped otherwise.
+
+    ## Example
+    ```python
+    def rank_data(epoch):
+        return DataLoader(train_set, batch_size=32, shuffle=True)   # no DistributedSampler
+    ```
     """
 
     CODE = "TRN703"

@@ -18,11 +18,32 @@ TOLERANCE = 1e-3  # max abs difference of the updates, relative to the largest s
 class DdpStepNotEquivalent(DistributedCheck):
     """Fail when a distributed step moves the parameters unlike a single-process step on the whole batch.
 
-    Every rank runs the user's step once on its shard of the fixed batch; rank 0 then
-    runs the same step alone (world size 1, same initial weights) on the concatenation
-    of the shards, twice to be sure the step is deterministic. With equal shards and a
-    mean-reduced loss, DDP's averaged gradients equal the whole-batch gradients, so each
-    rank's update must match. Dropout layers are disabled in both runs.
+    ## What it measures
+    Every rank runs the user's step once on its shard of the fixed batch; rank 0 then runs the same
+    step alone (world size 1, same initial weights) on the concatenation of the shards, twice to be
+    sure the step is deterministic. With equal shards and a mean-reduced loss, DDP's averaged
+    gradients equal the whole-batch gradients, so each rank's update must match. Dropout layers are
+    disabled in both runs.
+
+    ## Why it matters
+    A loss divided by the world size, gradients scaled per rank, or shards of different sizes make
+    the distributed update differ from the single-process one: the effective learning rate changes
+    with the number of GPUs.
+
+    ## Thresholds
+    Fails when an update differs by more than 1e-3, relative to the largest single-process update.
+    Fixed; turn the check off with `--train-sanity-ignore TRN702` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Models with (non-synchronized) BatchNorm are not judged, since their
+    statistics legitimately differ per shard.
+
+    ## Example
+    ```python
+    loss = loss_fn(model(x), y) / dist.get_world_size()   # DDP already averages
+    ```
     """
 
     CODE = "TRN702"

@@ -77,7 +77,29 @@ def _big_sgd(params: Any) -> Any:
 
 
 class DeadReluUnits(Check):
-    """Warn when a ReLU layer has >= 70% units that are zero for every sample, after some training too."""
+    """Warn when a ReLU layer has >= 70% units that are zero for every sample, after some training too.
+
+    ## What it measures
+    Records the output of every ReLU (module or functional form) on the fixed batch, at
+    initialization and after 10 training steps, and counts the units that are zero for every sample.
+
+    ## Why it matters
+    A dead ReLU unit gets no gradient and never comes back; a layer that is mostly dead wastes its
+    capacity. Large learning rates and negative bias initializations cause it.
+
+    ## Thresholds
+    Warns when at least 70% of a layer's units are dead after the training steps (AUTOTRAINER /
+    DeepDiagnosis). It warns; `--train-sanity-strict` makes the warning fail the run. Fixed; turn
+    the check off with `--train-sanity-ignore TRN606` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Sparse inputs can leave units inactive on one small batch while they fire on other data.
+
+    ## Example
+    ```python
+    nn.init.constant_(model.fc1.bias, -10.0)
+    ```
+    """
 
     CODE = "TRN606"
     FAILS_WITH = Verdict.WARN

@@ -20,11 +20,33 @@ TOLERANCE = 1e-4  # relative
 class EvalNotReduced(DistributedCheck):
     """Fail when `evaluate` on rank 0 of N ranks returns another number than on one process over the whole set.
 
-    Every rank runs the user's `evaluate(model, loader)` on the same weights with its
-    own evaluation loader: `rank_eval_data()` when declared (the user's sampler, with its
-    padding), else an equal shard of the fixed evaluation batch. Rank 0 then runs
-    `evaluate` alone (world size 1) on the whole set, twice to be sure it is
-    deterministic, and compares each number it returns with rank 0's distributed result.
+    ## What it measures
+    Every rank runs the user's `evaluate(model, loader)` on the same weights with its own evaluation
+    loader: `rank_eval_data()` when declared (the user's sampler, with its padding), else an equal
+    shard of the fixed evaluation batch. Rank 0 then runs `evaluate` alone (world size 1) on the
+    whole set, twice to be sure it is deterministic, and compares each number it returns with rank
+    0's distributed result.
+
+    ## Why it matters
+    An evaluation that reports rank 0's shard only, or counts the samples a DistributedSampler pads
+    with twice, prints a metric that depends on the number of GPUs and is not the one of the whole
+    evaluation set.
+
+    ## Thresholds
+    Fails when a returned number differs from the single-process result by more than 1e-4
+    (relative). Fixed; turn the check off with `--train-sanity-ignore TRN704` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Needs `evaluate=`; skipped otherwise. An `evaluate` that is not
+    deterministic on one process is reported as such rather than judged.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):
+        return correct / total   # no dist.all_reduce of correct and total
+    ```
     """
 
     CODE = "TRN704"

@@ -11,7 +11,34 @@ from pytest_traincheck.harness.core import Harness
 
 
 class EvalWithoutTrainToggle(Check):
-    """Fail when mode-dependent layers stay in eval mode after the user's evaluate()."""
+    """Fail when mode-dependent layers stay in eval mode after the user's evaluate().
+
+    ## What it measures
+    Runs the user's `evaluate(model, loader)` and then a training step, and checks whether the
+    mode-dependent layers (dropout, BatchNorm) are back in training mode when training resumes.
+
+    ## Why it matters
+    `model.eval()` in an evaluation function with no `model.train()` after it leaves dropout off and
+    BatchNorm statistics frozen for the rest of training: the model trains differently from what the
+    code says, usually worse.
+
+    ## Thresholds
+    Fails when a mode-dependent layer stays in eval mode into training. Fixed; turn the check off
+    with `--train-sanity-ignore TRN301` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs `evaluate=` on the `Training`; skipped otherwise. A training step that calls
+    `model.train()` itself passes, as it should. Models without dropout or BatchNorm are not
+    affected by the mode and pass.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return sum(model(x).argmax(1).eq(y).sum().item() for x, y in loader)
+    ```
+    """
 
     CODE = "TRN301"
     NEEDS_EVALUATE = True

@@ -8,7 +8,31 @@ from pytest_traincheck.harness.core import Harness
 
 
 class EvaluationInTrainMode(Check):
-    """Fail when evaluate() runs the model with dropout/BatchNorm in training mode."""
+    """Fail when evaluate() runs the model with dropout/BatchNorm in training mode.
+
+    ## What it measures
+    Runs the user's `evaluate(model, loader)` and records, at each forward pass, whether dropout or
+    BatchNorm layers are in training mode.
+
+    ## Why it matters
+    Evaluating in training mode makes results random (dropout) and lets the evaluation data change
+    the BatchNorm running statistics: reported accuracy is wrong and the model itself changes.
+
+    ## Thresholds
+    Any evaluation forward with a mode-dependent layer in training mode fails. Fixed; Turn the check
+    off with `--train-sanity-ignore TRN302` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs `evaluate=`; skipped otherwise. Layers that are frozen on purpose and kept in a fixed mode
+    are judged like any other.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):   # no model.eval()
+        with torch.no_grad():
+            return [model(x) for x, _ in loader]
+    ```
+    """
 
     CODE = "TRN302"
     NEEDS_EVALUATE = True

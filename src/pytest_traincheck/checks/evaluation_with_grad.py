@@ -8,7 +8,32 @@ from pytest_traincheck.harness.core import Harness
 
 
 class EvaluationWithGrad(Check):
-    """Warn when evaluate() runs forward passes with grad mode on (wasted memory and time)."""
+    """Warn when evaluate() runs forward passes with grad mode on (wasted memory and time).
+
+    ## What it measures
+    Runs the user's `evaluate(model, loader)` and records whether gradient tracking is on at each
+    forward pass of the model.
+
+    ## Why it matters
+    Evaluating with gradients on builds a graph for every batch that nobody uses: memory grows with
+    the batch size and evaluation is slower, sometimes enough to run out of GPU memory.
+
+    ## Thresholds
+    Warns when any evaluation forward runs with gradients enabled. It warns; `--train-sanity-strict`
+    makes the warning fail the run. Fixed; turn the check off with `--train-sanity-ignore TRN303`
+    (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs `evaluate=`; skipped otherwise. Evaluation that needs gradients on purpose (adversarial
+    examples, saliency maps) is flagged: ignore the check there.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):
+        model.eval()
+        return [model(x) for x, _ in loader]   # no torch.no_grad()
+    ```
+    """
 
     CODE = "TRN303"
     NEEDS_EVALUATE = True

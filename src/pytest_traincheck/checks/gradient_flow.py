@@ -65,7 +65,32 @@ def _rms(t: torch.Tensor) -> float:
 
 
 class GradientFlow(Check):
-    """Warn when first-layer gradients vanish relative to the last layer's, or explode."""
+    """Warn when first-layer gradients vanish relative to the last layer's, or explode.
+
+    ## What it measures
+    Runs 5 steps and measures, per layer (weight matrices and kernels, embeddings excluded), the RMS
+    of the weight gradient; compares the first layer with the last and tracks the mean absolute
+    gradient over all parameters.
+
+    ## Why it matters
+    Vanishing gradients leave the first layers untrained (deep sigmoid/tanh stacks), exploding ones
+    make updates erratic; both train slowly or not at all while the loss still moves a little.
+
+    ## Thresholds
+    Warns for vanishing when first/last < 1e-3 and the first layer's RMS < 1e-4, or the mean |g| <
+    1e-7 (AUTOTRAINER, SMDebug); for exploding when first/last > 70. It warns;
+    `--train-sanity-strict` makes the warning fail the run. Fixed; turn the check off with
+    `--train-sanity-ignore TRN605` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Architectures whose first layer is meant to learn slowly (frozen stems, very deep residual nets
+    at initialization) may warn.
+
+    ## Example
+    ```python
+    nn.Sequential(*[nn.Sequential(nn.Linear(32, 32), nn.Sigmoid()) for _ in range(10)])
+    ```
+    """
 
     CODE = "TRN605"
     FAILS_WITH = Verdict.WARN

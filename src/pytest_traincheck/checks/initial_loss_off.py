@@ -34,7 +34,33 @@ def _log_softmax_step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> A
 
 
 class InitialLossOff(Check):
-    """Warn when the first loss is far from ln(C), the label-prior entropy, or the target variance."""
+    """Warn when the first loss is far from ln(C), the label-prior entropy, or the target variance.
+
+    ## What it measures
+    Computes the loss of the freshly initialized model on the fixed batch and compares it with its
+    expected value: ln C for C-class cross entropy, the entropy of the label prior for binary cross
+    entropy, the targets' variance for MSE.
+
+    ## Why it matters
+    A first loss far from its expectation means an overconfident initialization, a wrong output size
+    or a mismatched loss; training then spends its first epochs undoing the initialization, or never
+    recovers.
+
+    ## Thresholds
+    Warns when the initial loss is outside [0.5, 2] times the expected value (10 times for MSE,
+    whose outputs vary at initialization). It warns; `--train-sanity-strict` makes the warning fail
+    the run. Fixed; turn the check off with `--train-sanity-ignore TRN604` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Label smoothing, class weights and custom losses change the expected value; the check judges
+    only the losses it recognizes.
+
+    ## Example
+    ```python
+    nn.init.normal_(model.fc.weight, std=10.0)   # logits in the hundreds at step 0
+    ```
+    """
 
     CODE = "TRN604"
     FAILS_WITH = Verdict.WARN

@@ -1,18 +1,4 @@
-"""TRN402: training inputs far from zero mean and unit variance (CHECKS.md D16).
-
-Bands: a channel with |mean| > 10 or std > 20 is unnormalized (raw 0..255
-pixels, raw physical units); std < 0.05 means the signal was squashed (scaled
-twice). D16's |mean| > 3 is relaxed to 10: features offset by a few units
-(Gaussian blobs with mean 4, std 3) train fine with PyTorch's default
-initialization, while real unnormalized inputs sit far above 10. The bands can
-be changed per setup: ``options={"TRN402": {"max_abs_mean": 3}}`` (also
-``min_std``, ``max_std``). Images whose values all lie in [0, 1] feeding a classifier look like
-`ToTensor()` output without `Normalize` (mean ~0.1-0.5, never 0): warned too,
-because the seed's "normalize data" advice is exactly that case; regression and
-autoencoder setups (float targets) are exempt, since [0, 1] is often their range
-on purpose. Normalization done inside the model counts: the input the first
-Linear/Conv layer receives is judged too.
-"""
+"""TRN402: training inputs far from zero mean and unit variance (CHECKS.md D16)."""
 
 from __future__ import annotations
 
@@ -108,7 +94,34 @@ def _autoencoder() -> Any:
 
 
 class InputsNotNormalized(Check):
-    """Warn when training inputs are far from zero mean and unit variance (raw pixels, [0, 1] images)."""
+    """Warn when training inputs are far from zero mean and unit variance (raw pixels, [0, 1] images).
+
+    ## What it measures
+    Reads up to 4 batches (512 samples) of training inputs and measures each channel's mean and
+    standard deviation, and also the input the first Linear/Conv layer receives (normalization
+    inside the model counts). Classifier images whose values all lie in [0, 1] look like
+    `ToTensor()` output without `Normalize`.
+
+    ## Why it matters
+    Inputs far from zero mean and unit variance (raw 0..255 pixels, raw physical units) make the
+    first layer's gradients huge or tiny next to the others: training is slow or unstable with the
+    default initialization and learning rates.
+
+    ## Thresholds
+    Warns when a channel has |mean| > 10, std > 20 or std < 0.05, or for [0, 1] classifier images.
+    The bands change per setup: `Training(..., options={"TRN402": {"max_abs_mean": 3, "min_std":
+    0.1, "max_std": 10}})`. It warns; `--train-sanity-strict` makes the warning fail the run. Turn
+    the check off with `--train-sanity-ignore TRN402` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Regression and autoencoder setups (float targets) are exempt from the [0, 1] image warning,
+    since [0, 1] is often their range on purpose. Off by default in `traincheck lint`, on here.
+
+    ## Example
+    ```python
+    transforms.Compose([transforms.ToTensor()])   # no transforms.Normalize(mean, std)
+    ```
+    """
 
     CODE = "TRN402"
     FAILS_WITH = Verdict.WARN

@@ -1,13 +1,4 @@
-"""TRN408: labels outside [0, C), fractional class labels, or binary targets outside [0, 1] (CHECKS.md D16).
-
-Up to `_data.MAX_SAMPLES` labels of the training and the evaluation data are
-scanned, so a bad label is found before an epoch reaches it (on CUDA it would
-surface as an opaque device-side assert). C is the width of the input the
-step gives cross_entropy/nll_loss (else `num_classes`, else the model's output
-width); the loss's `ignore_index` (-100 by default) is allowed. The data is
-judged only when the step hands the loss the labels unchanged; a step that
-maps them (``y - 1``) is judged on the labels its loss actually received.
-"""
+"""TRN408: labels outside [0, C), fractional class labels, or binary targets outside [0, 1] (CHECKS.md D16)."""
 
 from __future__ import annotations
 
@@ -71,7 +62,31 @@ def _ignored() -> Any:
 
 
 class LabelsOutOfRange(Check):
-    """Fail on labels outside [0, C) (ignore_index excepted), fractional labels, or BCE targets outside [0, 1]."""
+    """Fail on labels outside [0, C) (ignore_index excepted), fractional labels, or BCE targets outside [0, 1].
+
+    ## What it measures
+    Scans up to 2048 labels of the training and evaluation data for values outside [0, C),
+    fractional class labels, and binary targets outside [0, 1]. C is the width of the input the step
+    gives `cross_entropy`/`nll_loss` (else `num_classes`, else the model's output width); the loss's
+    `ignore_index` (-100 by default) is allowed.
+
+    ## Why it matters
+    An out-of-range label crashes training late (after an epoch reaches it) or, on CUDA, as an
+    opaque device-side assert; 1-based labels waste a class and shift every other.
+
+    ## Thresholds
+    Any bad label fails. Fixed; turn the check off with `--train-sanity-ignore TRN408` (or `ignore`
+    in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    A step that maps labels (`y - 1`) is judged on the labels its loss received, not on the raw
+    data. Regression targets are not judged.
+
+    ## Example
+    ```python
+    labels = torch.tensor([1, 2, ..., 10])   # 1-based labels for a 10-class output
+    ```
+    """
 
     CODE = "TRN408"
     PASSING = (lambda: ex.setup(data=_loader()), _ignored,

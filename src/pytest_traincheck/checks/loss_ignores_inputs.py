@@ -35,7 +35,33 @@ def _zeros_into_model(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any
 
 
 class LossIgnoresInputs(Check):
-    """Warn when training on the real inputs gets the loss no lower than training on zeroed inputs."""
+    """Warn when training on the real inputs gets the loss no lower than training on zeroed inputs.
+
+    ## What it measures
+    Trains on the fixed batch with the real inputs and, separately, with the inputs replaced by
+    zeros (same targets), and compares the final losses (the zero-input loss is the mean of its last
+    3 steps). Stochastic: retried with 2 more seeds.
+
+    ## Why it matters
+    If zeroed inputs train as well as real ones, the model does not use its inputs: they are
+    detached, overwritten, or the targets leak into the model another way.
+
+    ## Thresholds
+    Warns unless the real-input loss ends at least 10% below the zero-input loss. It warns;
+    `--train-sanity-strict` makes the warning fail the run. Fixed; turn the check off with
+    `--train-sanity-ignore TRN607` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Tasks whose targets are nearly constant (the batch's best constant prediction is already close
+    to perfect) may warn.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        x = torch.zeros_like(x)   # a typo: the input never reaches the layers
+        return self.fc(x)
+    ```
+    """
 
     CODE = "TRN607"
     STOCHASTIC = True

@@ -47,7 +47,34 @@ def rnn_setup(**overrides: Any) -> Any:
 
 
 class MissingGradClipping(Check):
-    """Warn when a recurrent model (or one declared `clip=True`) trains with no clipping."""
+    """Warn when a recurrent model (or one declared `clip=True`) trains with no clipping.
+
+    ## What it measures
+    For a model with a recurrent layer (RNN, LSTM, GRU or their cells), or a setup declared with
+    `clip=True`, runs the user's step 3 times and records calls of `clip_grad_norm_`,
+    `clip_grad_value_` (any import path, also bound copies in the user's modules) and in-place
+    clamps of `.grad`.
+
+    ## Why it matters
+    Backpropagation through time multiplies gradients over every time step; one long or unusual
+    sequence can produce a gradient large enough to ruin the weights. Clipping bounds the update.
+
+    ## Thresholds
+    Warns when no clipping happened in any of the steps; the evidence names the largest gradient
+    norm seen and its step. It warns; `--train-sanity-strict` makes the warning fail the run.
+    Declare `clip=False` on the `Training` for a recurrent model that needs no clipping, or turn the
+    check off with `--train-sanity-ignore TRN105` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. Clipping done by a library inside the step (Lightning's
+    `gradient_clip_val`) is seen only when it calls torch's clip functions.
+
+    ## Example
+    ```python
+    loss.backward()
+    optimizer.step()   # an LSTM, and no clip_grad_norm_ in between
+    ```
+    """
 
     CODE = "TRN105"
     NEEDS_STEP = True

@@ -41,7 +41,37 @@ def _accumulate_two(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any
 
 
 class MissingZeroGrad(Check):
-    """Fail when backward() adds onto the gradients of the previous optimizer step."""
+    """Fail when backward() adds onto the gradients of the previous optimizer step.
+
+    ## What it measures
+    Runs the user's step 3 times on the same batch. After each `optimizer.step()` it records every
+    stepped parameter's gradient; when the next `backward()` starts it checks whether that gradient
+    is still there (bit-identical and non-zero), so that backward adds onto it.
+
+    ## Why it matters
+    Gradients accumulate in `.grad`. Without `zero_grad()` each step uses the sum of all past
+    gradients: the effective learning rate grows every step and the loss oscillates or diverges,
+    with no error.
+
+    ## Thresholds
+    Any stale gradient fails (the first one is named with its step). Several `backward()` calls
+    between two steps are gradient accumulation and pass. Fixed; Turn the check off with
+    `--train-sanity-ignore TRN101` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own `step` or `train_epoch`; skipped otherwise. A step that clears gradients
+    some other way (`p.grad = None`, `zero_grad(set_to_none=False)`) passes, as it should.
+
+    ## Example
+    ```python
+    def step(model, batch, optimizer, loss_fn):
+        x, y = batch
+        loss = loss_fn(model(x), y)   # no optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+    ```
+    """
 
     CODE = "TRN101"
     NEEDS_STEP = True

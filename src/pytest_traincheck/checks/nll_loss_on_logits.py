@@ -26,7 +26,30 @@ def _log_of_softmax(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any
 
 
 class NllLossOnLogits(Check):
-    """Fail (both signals) or warn (one) when nll_loss inputs are not log-probabilities."""
+    """Fail (both signals) or warn (one) when nll_loss inputs are not log-probabilities.
+
+    ## What it measures
+    Runs one step and inspects every input of `nll_loss` (`nn.NLLLoss`): log-probabilities are at
+    most 0 and their `logsumexp` over classes is 0.
+
+    ## Why it matters
+    `NLLLoss` only picks the value of the target class; on raw logits it rewards making that logit
+    large without normalizing against the others, so the loss goes to minus infinity while accuracy
+    does not follow.
+
+    ## Thresholds
+    Fails when both signals fire (a value above 1e-6 and a logsumexp more than 1e-3 away from 0),
+    warns when one does. Inputs produced by `log_softmax` pass. Fixed; Turn the check off with
+    `--train-sanity-ignore TRN205` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Skipped when the step calls no `nll_loss`. Inputs with fewer than two dimensions are not judged.
+
+    ## Example
+    ```python
+    loss = nn.NLLLoss()(model(x), y)   # the model returns logits
+    ```
+    """
 
     CODE = "TRN205"
     PASSING = (lambda: ex.setup(model=_log_probs, loss_fn=nn.NLLLoss()),

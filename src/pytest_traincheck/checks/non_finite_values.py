@@ -34,7 +34,32 @@ def _finite(value: Any) -> bool:
 
 
 class NonFiniteValues(Check):
-    """Fail on the first NaN/Inf, naming the module, loss, gradient or parameter that produced it."""
+    """Fail on the first NaN/Inf, naming the module, loss, gradient or parameter that produced it.
+
+    ## What it measures
+    Runs up to 10 steps and checks the loss, the model outputs, the gradients and the parameters for
+    NaN/Inf; at the first one, it names the first module whose output became non-finite (forward
+    hooks), the loss, or the parameter.
+
+    ## Why it matters
+    One NaN spreads to every weight within a step; afterwards the loss is NaN for the rest of the
+    run. Finding where it started (a log of zero, a division, a too large learning rate) is the hard
+    part.
+
+    ## Thresholds
+    Any non-finite value fails. Fixed; turn the check off with `--train-sanity-ignore TRN603` (or
+    `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Mixed-precision runs whose scaler skips steps with Inf gradients on purpose are judged by what
+    reaches the parameters; non-finite values that appear only after more than 10 steps are not
+    seen.
+
+    ## Example
+    ```python
+    out = torch.log(model(x))   # log(0) for a ReLU output
+    ```
+    """
 
     CODE = "TRN603"
     PASSING = (lambda: ex.setup(),)

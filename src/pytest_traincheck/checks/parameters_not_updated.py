@@ -29,7 +29,32 @@ def _names(names: list[str]) -> str:
 
 
 class ParametersNotUpdated(Check):
-    """Fail when a trainable parameter is missing from the optimizer, gets no gradient, or never moves."""
+    """Fail when a trainable parameter is missing from the optimizer, gets no gradient, or never moves.
+
+    ## What it measures
+    Compares the trainable parameters with the optimizer's `param_groups`, then runs the user's step
+    3 times and records, per parameter, whether it received a gradient and whether its value
+    changed.
+
+    ## Why it matters
+    A layer left out of the optimizer, unused in `forward`, or detached from the loss never trains;
+    the model still trains around it, so nothing crashes.
+
+    ## Thresholds
+    Fails on any trainable parameter missing from the optimizer, without a gradient in every step,
+    or with non-zero gradients but a value that never changes. Frozen parameters
+    (`requires_grad=False`) are expected to stay. Fixed; turn the check off with
+    `--train-sanity-ignore TRN602` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Parameters used only in some steps (mixture of experts, stochastic depth) can be reported as
+    getting no gradient over 3 steps.
+
+    ## Example
+    ```python
+    optimizer = torch.optim.Adam(model.encoder.parameters())   # the head is never trained
+    ```
+    """
 
     CODE = "TRN602"
     PASSING = (lambda: ex.setup(), lambda: ex.setup(model=_frozen_first_layer), lambda: ex.setup(step=None))

@@ -15,9 +15,29 @@ STEPS = 3
 class ReplicasDiverge(DistributedCheck):
     """Fail when, after a few steps on every rank's shard, a parameter or buffer differs between ranks.
 
-    Each rank builds the model (wrapped in DDP unless the factory did), runs the user's
-    step on its own slice of the fixed batch three times, and sends its state to rank 0,
-    which names the first parameter or buffer that differs and by how much.
+    ## What it measures
+    Each rank builds the model (wrapped in DDP unless the factory did), runs the user's step on its
+    own slice of the fixed batch three times, and sends its state to rank 0, which names the first
+    parameter or buffer that differs and by how much.
+
+    ## Why it matters
+    DDP keeps replicas identical by all-reducing gradients and broadcasting buffers. A step under
+    `no_sync()` that never syncs, a gradient edited on one rank, or a `step()` on rank 0 only lets
+    the replicas drift apart: each rank trains its own model and the saved one is only rank 0's.
+
+    ## Thresholds
+    Fails on any difference in any parameter or buffer after 3 steps. Fixed; turn the check off with
+    `--train-sanity-ignore TRN701` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Runs only for a setup declared with `world_size=N` (N > 1), on N local processes with the gloo
+    backend; skipped otherwise. Buffers that are meant to differ per rank are reported too.
+
+    ## Example
+    ```python
+    if dist.get_rank() == 0:
+        optimizer.step()
+    ```
     """
 
     CODE = "TRN701"

@@ -24,7 +24,31 @@ def _probabilities() -> nn.Module:
 
 
 class SigmoidBeforeBCE(Check):
-    """Fail when a binary cross entropy input was produced by sigmoid (traced through views)."""
+    """Fail when a binary cross entropy input was produced by sigmoid (traced through views).
+
+    ## What it measures
+    Runs one step and inspects every input of `binary_cross_entropy` (`nn.BCELoss`) and
+    `binary_cross_entropy_with_logits` (`nn.BCEWithLogitsLoss`) for a `SigmoidBackward0` in its
+    `grad_fn`.
+
+    ## Why it matters
+    `BCELoss` on sigmoid outputs loses precision for confident predictions (log of values rounded to
+    0 or 1); `BCEWithLogitsLoss` on sigmoid outputs applies sigmoid twice, squashing every
+    prediction into (0.5, 0.73), so the model cannot fit.
+
+    ## Thresholds
+    Fails on any sigmoid-produced input. Fixed; turn the check off with `--train-sanity-ignore
+    TRN204` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Skipped when the step calls no binary cross entropy. Probabilities produced without torch's
+    sigmoid (a hand-written `1 / (1 + exp(-x))`) are not recognized.
+
+    ## Example
+    ```python
+    loss = nn.BCELoss()(torch.sigmoid(model(x)), y)
+    ```
+    """
 
     CODE = "TRN204"
     PASSING = (lambda: _binary(_logits, nn.BCEWithLogitsLoss()),)

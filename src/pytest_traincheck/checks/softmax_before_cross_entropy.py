@@ -38,7 +38,31 @@ def row_sums_deviation(t: torch.Tensor) -> float:
 
 
 class SoftmaxBeforeCrossEntropy(Check):
-    """Fail when the tensor given to cross_entropy came from softmax or is a probability table."""
+    """Fail when the tensor given to cross_entropy came from softmax or is a probability table.
+
+    ## What it measures
+    Runs one step and inspects every input of `cross_entropy` (so `nn.CrossEntropyLoss` too): its
+    `grad_fn` (a `SoftmaxBackward0`, also through a few reshapes) and its values (all in [0, 1] with
+    class-dimension sums equal to 1).
+
+    ## Why it matters
+    Cross entropy applies log-softmax itself. Feeding it probabilities squashes the logits twice:
+    gradients become tiny and training stalls at a high loss.
+
+    ## Thresholds
+    Fails when the input came from softmax or its rows sum to 1 within 1e-3. Fixed; Turn the check
+    off with `--train-sanity-ignore TRN201` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Skipped when the step does not call cross entropy. A model whose raw outputs happen to be
+    non-negative and normalized per row would be flagged.
+
+    ## Example
+    ```python
+    out = torch.softmax(model(x), dim=1)
+    loss = nn.CrossEntropyLoss()(out, y)
+    ```
+    """
 
     CODE = "TRN201"
     PASSING = (lambda: ex.setup(), lambda: ex.setup(model=_log_softmax_model))

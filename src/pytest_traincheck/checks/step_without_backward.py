@@ -34,7 +34,31 @@ def _lbfgs_step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
 
 
 class StepWithoutBackward(Check):
-    """Fail when a step() is not preceded by any backward() since the previous step()."""
+    """Fail when a step() is not preceded by any backward() since the previous step().
+
+    ## What it measures
+    Runs the user's step twice and records, at each `optimizer.step()`, whether any `backward()` ran
+    since the previous step (or since the step function started).
+
+    ## Why it matters
+    A step before backward applies no gradient on the first iteration and the previous iteration's
+    gradient afterwards: training lags one batch behind or does nothing.
+
+    ## Thresholds
+    Any step with no backward before it fails. Fixed; turn the check off with `--train-sanity-ignore
+    TRN103` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. Steps with a closure (L-BFGS calls backward inside the closure) pass.
+
+    ## Example
+    ```python
+    optimizer.zero_grad()
+    optimizer.step()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    ```
+    """
 
     CODE = "TRN103"
     NEEDS_STEP = True

@@ -42,7 +42,32 @@ def _fixed_order_sampler() -> Any:
 
 
 class TrainLoaderNotShuffled(Check):
-    """Warn when two passes over the training loader yield their first batches in the same order."""
+    """Warn when two passes over the training loader yield their first batches in the same order.
+
+    ## What it measures
+    Iterates the training loader twice, 4 batches each, and compares the order of the samples (by
+    content hash) in the two passes.
+
+    ## Why it matters
+    Without shuffling every epoch presents the same sequence; with sorted data (by class, by length)
+    each batch is one-sided and the model chases the most recent class. Shuffled loaders give
+    better, more stable training.
+
+    ## Thresholds
+    Warns when both passes yield the same order. Skipped below 6 distinct samples, where a shuffled
+    order repeats by chance. It warns; `--train-sanity-strict` makes the warning fail the run.
+    Fixed; turn the check off with `--train-sanity-ignore TRN401` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Data that is shuffled upstream (an `IterableDataset` reading pre-shuffled shards) but yields a
+    fixed order to the loader is flagged: ignore the check there.
+
+    ## Example
+    ```python
+    Training(..., data=DataLoader(train_set, batch_size=32))   # shuffle=False
+    ```
+    """
 
     CODE = "TRN401"
     FAILS_WITH = Verdict.WARN

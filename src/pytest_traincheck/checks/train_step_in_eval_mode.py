@@ -18,7 +18,34 @@ def _step_in_eval(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
 
 
 class TrainStepInEvalMode(Check):
-    """Fail when the user's training code runs the model with model.training False."""
+    """Fail when the user's training code runs the model with model.training False.
+
+    ## What it measures
+    Runs the user's step (and, with `train_epoch` and `evaluate`, an evaluation in between) and
+    records at each training forward whether the model and its dropout/BatchNorm layers are in
+    training mode.
+
+    ## Why it matters
+    Training in eval mode disables dropout and freezes the BatchNorm statistics: regularization
+    silently disappears and the normalization uses stale statistics.
+
+    ## Thresholds
+    Fails when the model is in eval mode and has mode-dependent layers; warns when only some layers
+    are in eval mode (frozen BatchNorm on purpose is common). It warns; `--train-sanity-strict`
+    makes the warning fail the run. Turn the check off with `--train-sanity-ignore TRN304` (or
+    `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. A model without dropout or BatchNorm in eval mode only warns, since
+    the mode changes nothing there.
+
+    ## Example
+    ```python
+    model.eval()
+    for x, y in loader:
+        step(model, (x, y), optimizer, loss_fn)
+    ```
+    """
 
     CODE = "TRN304"
     NEEDS_STEP = True

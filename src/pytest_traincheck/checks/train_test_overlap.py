@@ -1,12 +1,4 @@
-"""TRN406: evaluation samples that also appear in the training data (CHECKS.md D16).
-
-Each sample's input bytes are hashed (dtype and shape included), for up to
-`_data.MAX_SAMPLES` training and evaluation samples. When only part of the
-training set was read, the share of evaluation samples found in it is scaled
-up by ``len(train set) / samples read`` to estimate the share in the whole set.
-Only exact duplicates are seen: different transforms for the two splits (random
-augmentation, another resize) hide a leak.
-"""
+"""TRN406: evaluation samples that also appear in the training data (CHECKS.md D16)."""
 
 from __future__ import annotations
 
@@ -40,7 +32,33 @@ def _eval_on_train() -> Any:
 
 
 class TrainTestOverlap(Check):
-    """Warn when more than 5% of evaluation samples are exact copies of training samples."""
+    """Warn when more than 5% of evaluation samples are exact copies of training samples.
+
+    ## What it measures
+    Hashes each sample's input bytes (dtype and shape included) for up to 2048 training and
+    evaluation samples and counts evaluation samples that are exact copies of training samples. When
+    only part of the training set was read, the share is scaled up by the fraction read.
+
+    ## Why it matters
+    Evaluation samples seen in training make the reported accuracy a measure of memorization, not
+    generalization.
+
+    ## Thresholds
+    Warns above 5% (deepchecks' threshold); fails above 50% with at least 10 copies ("evaluating on
+    the training set"). It warns; `--train-sanity-strict` makes the warning fail the run. Fixed;
+    turn the check off with `--train-sanity-ignore TRN406` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Only exact duplicates are seen: different transforms for the two splits (random augmentation,
+    another resize) hide a leak. Needs `eval_data=`; without it the fixed batch is used for both and
+    nothing is judged.
+
+    ## Example
+    ```python
+    Training(..., data=train_loader, eval_data=train_loader)
+    ```
+    """
 
     CODE = "TRN406"
     FAILS_WITH = Verdict.WARN

@@ -60,7 +60,32 @@ def _tokens() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ViewAsPermute(Check):
-    """Fail when the gradient of one sample's output reaches the inputs of other samples (eval mode)."""
+    """Fail when the gradient of one sample's output reaches the inputs of other samples (eval mode).
+
+    ## What it measures
+    In eval mode (so BatchNorm does not couple samples on purpose), differentiates the output of 3
+    samples of the batch (first, middle, last) with respect to the whole input batch, and measures
+    how much gradient reaches the other samples.
+
+    ## Why it matters
+    `x.view(batch, seq, ...)` where `x.transpose(0, 1)` was meant, or a reduction over the wrong
+    dimension, mixes samples: the model learns from its neighbours in the batch, trains fine, and
+    fails at batch size 1 or in production.
+
+    ## Thresholds
+    Fails when the relative gradient reaching other samples exceeds 1e-6 (float32 round-off stays
+    far below). Fixed; turn the check off with `--train-sanity-ignore TRN403` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Models that mix samples on purpose (attention across the batch, contrastive losses inside
+    forward) are flagged: ignore the check there.
+
+    ## Example
+    ```python
+    h = self.rnn(x.view(x.size(1), x.size(0), -1))   # batch-first data, seq-first RNN
+    ```
+    """
 
     CODE = "TRN403"
     PASSING = (lambda: ex.setup(), lambda: ex.setup(model=lambda: ex.MLP(batchnorm=True, dropout=0.5)),

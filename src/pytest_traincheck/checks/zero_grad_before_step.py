@@ -30,7 +30,33 @@ def _zeros_between(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
 
 
 class ZeroGradBeforeStep(Check):
-    """Fail when every gradient is None or zero at step() although backward() produced some."""
+    """Fail when every gradient is None or zero at step() although backward() produced some.
+
+    ## What it measures
+    Runs the user's step twice and looks at the gradients `optimizer.step()` sees: a step that
+    follows a `backward()` which produced non-zero gradients, yet finds every parameter's gradient
+    None or all-zero, had them cleared in between.
+
+    ## Why it matters
+    `zero_grad()` between `backward()` and `step()` throws the gradients away: the optimizer steps
+    with nothing (or only weight decay and momentum), and the model does not learn.
+
+    ## Thresholds
+    Fails only when every parameter in the optimizer has an empty gradient at such a step. Fixed;
+    turn the check off with `--train-sanity-ignore TRN102` (or `ignore` in
+    `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. Skipped when backward produced no non-zero gradient (nothing to
+    judge). Steps with a closure (L-BFGS) are not judged.
+
+    ## Example
+    ```python
+    loss.backward()
+    optimizer.zero_grad()
+    optimizer.step()
+    ```
+    """
 
     CODE = "TRN102"
     NEEDS_STEP = True
