@@ -71,7 +71,34 @@ def _log_softmax_nll(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any)
 
 
 class GraphCutBeforeLoss(Check):
-    """Fail when backward() runs on a loss whose graph reaches none of the optimizer's parameters."""
+    """Fail when backward() runs on a loss whose graph reaches none of the optimizer's parameters.
+
+    ## What it measures
+    Runs the user's step twice and, at each `backward()`, follows the loss's graph to see whether it
+    reaches any parameter the optimizer updates; a forward hook records whether the model's output
+    required grad, to tell a forward under `no_grad` from a cut between output and loss.
+
+    ## Why it matters
+    `.detach().requires_grad_()`, `torch.tensor(loss.item(), requires_grad=True)` or `.data` make a
+    new leaf: `backward()` then runs without error but no parameter gets a gradient, and the model
+    never learns while the loss is printed as usual.
+
+    ## Thresholds
+    Fails on any backward whose graph reaches none of the optimizer's trainable parameters. Frozen
+    parameters (`requires_grad=False`) are not expected to be reached. Fixed; turn the check off with
+    `--train-sanity-ignore TRN109` (or `ignore` in `[tool.traincheck.sanity]`).
+
+    ## Known problems
+    Needs the user's own step. A backward that reaches only some of the parameters passes here; the
+    unreached ones are TRN602's job.
+
+    ## Example
+    ```python
+    out = model(x).detach().requires_grad_()
+    loss = loss_fn(out, y)
+    loss.backward()
+    ```
+    """
 
     CODE = "TRN109"
     NEEDS_STEP = True
