@@ -31,6 +31,9 @@ _ENTRIES = [
        "Fix the syntax error; no other rule can check this file until it parses."),
     _p("TRN001", "internal-error", "A rule raised an internal error on this file.",
        "Report the file to traincheck; the other rules still ran."),
+    _p("TRN002", "unsupported-syntax",
+       "The file is valid Python, but libcst (the linter's parser) cannot read it, so it was not linted.",
+       "Nothing is wrong with the file; report it to traincheck, or ignore TRN002 for it."),
     # 1xx: the optimisation loop
     _p("TRN101", "missing-zero-grad",
        "Gradients are never cleared between optimizer steps, so each step uses the sum of all past gradients.",

@@ -48,7 +48,7 @@ def test_triggers_never_hide_a_rule_s_own_findings(rule: type[Rule]) -> None:
 def test_files_without_trigger_words_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
     real_parse = analysis.parse
-    monkeypatch.setattr(analysis, "parse", lambda path, data: parsed.append(path) or real_parse(path, data))
+    monkeypatch.setattr(analysis, "parse", lambda path, data, tree=None: parsed.append(path) or real_parse(path, data, tree))
     settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
     engine.lint_bytes("plain.py", b"def add(a, b):\n    return a + b\n", settings)
     engine.lint_bytes("model.py", CLIP, settings)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import io
 import re
+import tokenize
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,6 +33,10 @@ from pytest_traincheck.lint.walk import walk
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_LINE_CHARS = 20_000
 MAX_NESTING = 200  # CPython's own limit for nested brackets
+# libcst recurses once per level of nesting in Python code (positions, traversal) and in its native
+# parser: `a + a + ... + a` 350 deep exhausts Python's recursion limit, 20,000 `not`s its C stack.
+# Like the bracket limit (CPython's MAXLEVEL), this is far beyond hand-written code.
+MAX_DEPTH = 200
 # A file that imports another deep-learning framework and never mentions torch is that
 # framework's code (d2l ships mxnet.py and tensorflow.py twins of its torch.py): not linted.
 _OTHER_FRAMEWORK = re.compile(rb"^\s*(?:import|from)\s+(?:mxnet|tensorflow|jax|keras|paddle|mindspore|oneflow)\b",
@@ -79,21 +86,101 @@ _OPENING = frozenset(b"([{")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
 
 
-def parse(path: str, data: bytes) -> tuple[Optional[cst.Module], Optional[Finding]]:
-    """Parse ``data`` with libcst, turning every failure into a TRN000 finding."""
+def cpython_problem(path: str, data: bytes) -> tuple[Optional[Finding], Optional[ast.AST]]:
+    """Compile ``data`` with the running CPython; return its complaint as a TRN000 finding, and its tree.
+
+    The tree is None when CPython could not parse the file at all (a finding then says why).
+    Files over the size limit are left to ``decode_problem``.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        return None, None
+    if b"\x00" in data:
+        return syntax_finding(path, 1, 1, "file contains NUL bytes (binary?); not linted"), None
+    flags = ast.PyCF_ONLY_AST | (ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if path.endswith(".ipynb") else 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarning for "\d" and the like: not ours to print
+        try:
+            tree = compile(data, path, "exec", flags, dont_inherit=True)
+        except SyntaxError as exc:
+            return _cpython_finding(path, exc), None
+        except (RecursionError, MemoryError):
+            return syntax_finding(path, 1, 1, "SyntaxError: nested too deeply for Python to compile"), None
+        except ValueError as exc:  # "source code string cannot contain null bytes"
+            return syntax_finding(path, 1, 1, f"SyntaxError: {exc}"), None
+        try:  # the compiler's own checks: `return` outside a function, a misplaced __future__ import
+            compile(tree, path, "exec", flags & ~ast.PyCF_ONLY_AST, dont_inherit=True)
+        except SyntaxError as exc:
+            return _cpython_finding(path, exc), tree
+        except (RecursionError, MemoryError, ValueError):
+            return syntax_finding(path, 1, 1, "SyntaxError: nested too deeply for Python to compile"), tree
+    return None, tree
+
+
+def _cpython_finding(path: str, exc: SyntaxError) -> Finding:
+    name = type(exc).__name__  # SyntaxError, IndentationError, TabError
+    if exc.msg.startswith("(unicode error)"):
+        return syntax_finding(path, exc.lineno or 1, exc.offset or 1, f"cannot decode file: {exc.msg[16:]}")
+    return syntax_finding(path, exc.lineno or 1, exc.offset or 1, f"{name}: {exc.msg}")
+
+
+def ast_depth(tree: ast.AST, limit: int) -> int:
+    """Return how deep ``tree`` nests (without recursing), stopping once past ``limit``."""
+    stack = [(tree, 1)]
+    deepest = 0
+    children = ast.iter_child_nodes
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
+
+
+def _longest_statement(data: bytes) -> int:
+    """Return the most tokens in one logical line (a bound on its nesting), or a huge number if unknown."""
+    longest = count = 0
+    try:
+        for token in tokenize.tokenize(io.BytesIO(data).readline):
+            count += 1
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                longest, count = max(longest, count), 0
+    except (SyntaxError, tokenize.TokenError, UnicodeDecodeError, LookupError, ValueError):
+        return 1 << 30
+    return longest
+
+
+def parse(path: str, data: bytes, tree: Optional[ast.AST] = None) -> tuple[Optional[cst.Module], Optional[Finding]]:
+    """Parse ``data`` with libcst, turning every failure into a finding.
+
+    ``tree`` is CPython's tree of the same file when it compiles: its depth is bounded first. A
+    file CPython compiles but libcst cannot read is valid Python: TRN002, never a syntax error.
+    """
     problem = decode_problem(data)
     if problem:
         return None, syntax_finding(path, 1, 1, problem)
+    if tree is not None:
+        depth = ast_depth(tree, MAX_DEPTH)
+        if depth > MAX_DEPTH:
+            return None, syntax_finding(path, 1, 1, f"code nested more than {MAX_DEPTH} levels deep (a generated "
+                                                    f"expression?); not linted")
+    elif _longest_statement(data) > 2 * MAX_DEPTH:
+        return None, syntax_finding(path, 1, 1, f"a statement longer than {2 * MAX_DEPTH} tokens; not linted")
     try:
         return cst.parse_module(data), None
     except cst.ParserSyntaxError as exc:
+        if tree is not None:
+            return None, unparsed_finding(path, f"libcst (the linter's parser) cannot read line {exc.raw_line}")
         message = str(exc).splitlines()[0] if str(exc) else "invalid syntax"
         return None, syntax_finding(path, exc.raw_line, exc.raw_column + 1, f"SyntaxError: {message}")
     except (UnicodeDecodeError, LookupError) as exc:
         return None, syntax_finding(path, 1, 1, f"cannot decode file: {exc}")
     except RecursionError:
-        return None, syntax_finding(path, 1, 1, "expression nesting too deep to parse")
+        return None, syntax_finding(path, 1, 1, "code nested too deeply to parse; not linted")
     except Exception as exc:  # libcst raises assorted errors on exotic input
+        if tree is not None:
+            return None, unparsed_finding(path, f"libcst (the linter's parser) cannot read it ({type(exc).__name__})")
         return None, syntax_finding(path, 1, 1, f"cannot parse: {type(exc).__name__}: {exc}")
 
 
@@ -124,6 +211,11 @@ def _imports_torch_code(path: str, data: bytes) -> bool:
             except OSError:
                 continue
     return False
+
+
+def unparsed_finding(path: str, why: str) -> Finding:
+    """Return a TRN002 finding: valid Python that the linter could not read, so not linted."""
+    return Finding(path, 1, 1, 1, 1, "TRN002", f"valid Python, but {why}; not linted", severity="warning")
 
 
 def _triggered(rules: Sequence[type[Rule]], text: str) -> list[type[Rule]]:
@@ -199,17 +291,26 @@ def _can_fix(raw: RawFinding, settings: Settings) -> bool:
 def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Optional[cst.Module], list[RawFinding]]:
     """Lint one file's bytes; return the result, the tree and the raw findings kept."""
     result = FileResult(path)
+    rejected, tree = cpython_problem(path, data)
+    if rejected is not None and tree is not None:
+        result.findings.append(rejected)  # the compiler refuses it under every Python version
+        return result, None, []
     text = data.decode("utf-8", errors="replace")
     rules = _triggered(settings.rules(), text)
     needs_facts = any(t in text for t in FACTS_TRIGGERS)
     if b"torch" not in data and (_OTHER_FRAMEWORK.search(data) or not _imports_torch_code(path, data)):
         rules, needs_facts = [], False
-    if not rules and not needs_facts:
+    if not rules and not needs_facts and rejected is None:
         return result, None, []  # nothing could fire: skip the parse
-    module, error = parse(path, data)
+    module, error = parse(path, data, tree)
+    if rejected is not None and (module is None or error is not None):
+        result.findings.append(rejected)  # CPython's words: libcst cannot read it either
+        return result, None, []
     if error is not None:
         result.findings.append(error)  # a file that does not parse is always reported
         return result, None, []
+    if not rules and not needs_facts:
+        return result, None, []  # newer syntax than the running Python, read by libcst: fine
     context = FileContext(path, text, module, MetadataWrapper(module, unsafe_skip_copy=True), settings.torch_version)
     try:
         facts, failures = _traverse(context, rules)
@@ -238,7 +339,14 @@ def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Opt
 
 
 def lint_bytes(path: str, data: bytes, settings: Settings) -> FileResult:
-    """Lint one file, applying fixes first when ``settings.fix`` is on."""
+    """Lint one file, applying fixes first when ``settings.fix`` is on; one too deep becomes one TRN000."""
+    try:
+        return _lint_and_fix(path, data, settings)
+    except RecursionError:  # positions, a rule or the fixer recursing on code the bounds let through
+        return FileResult(path, findings=[syntax_finding(path, 1, 1, "code nested too deeply to analyse; not linted")])
+
+
+def _lint_and_fix(path: str, data: bytes, settings: Settings) -> FileResult:
     result, module, kept = analyse(path, data, settings)
     if not settings.fix or module is None:
         return result

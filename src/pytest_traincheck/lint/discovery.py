@@ -102,21 +102,30 @@ def discover(
     root: Path,
     exclude: Sequence[str],
     respect_gitignore: bool = True,
+    problems: Optional[list[tuple[Path, str]]] = None,
 ) -> Iterator[Path]:
-    """Yield the Python files and notebooks under ``paths``; files named explicitly are always yielded."""
+    """Yield the Python files and notebooks under ``paths``; files named explicitly are always yielded.
+
+    With ``problems``, a missing path or a folder that cannot be listed is recorded there as
+    (path, why) and the others are still walked; without it, a missing path raises ``PathError``.
+    """
     seen: set[Path] = set()
     for given in paths:
         if not given.exists() and not given.is_symlink():
-            raise PathError(f"{given}: no such file or directory")
+            if problems is None:
+                raise PathError(f"{given}: no such file or directory")
+            problems.append((given, "no such file or directory"))
+            continue
         if given.is_file() or not given.is_dir():
             if given.resolve() not in seen:
                 seen.add(given.resolve())
                 yield given
             continue
-        yield from _walk(given, root, exclude, respect_gitignore, seen)
+        yield from _walk(given, root, exclude, respect_gitignore, seen, problems)
 
 
-def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool, seen: set[Path]) -> Iterator[Path]:
+def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool, seen: set[Path],
+          problems: Optional[list[tuple[Path, str]]] = None) -> Iterator[Path]:
     excludes = _Excludes(root, exclude)
     gitignore = GitIgnore()
     if respect_gitignore:
@@ -129,7 +138,11 @@ def _walk(top: Path, root: Path, exclude: Sequence[str], respect_gitignore: bool
 
     # os.walk does not follow symlinked folders, so a symlink loop cannot trap it. Each folder
     # is resolved once; its entries are resolved only when they are symlinks themselves.
-    for folder, dirs, files in os.walk(top, onerror=None):
+    def unreadable(error: OSError) -> None:
+        if problems is not None:
+            problems.append((Path(error.filename), f"cannot read folder: {error.strerror}"))
+
+    for folder, dirs, files in os.walk(top, onerror=unreadable):
         here = Path(folder)
         real_here = Path(os.path.realpath(folder))
         if respect_gitignore and here != top and (here / ".gitignore").is_file():

@@ -20,7 +20,7 @@ def rule_rows() -> list[tuple[str, str, str, str, str, str]]:
     dynamic = _dynamic_codes()
     rows = []
     for code, entry in catalog.CATALOG.items():
-        if code in ("TRN000", "TRN001"):
+        if code in ("TRN000", "TRN001", "TRN002"):
             continue
         rule = rules.get(code)
         lint = "-" if rule is None else ("on" if rule.DEFAULT_ON else "off")

@@ -15,7 +15,7 @@ from pytest_traincheck.config import LintConfig
 from pytest_traincheck.lint.findings import Finding, LintSummary, sorted_findings
 from pytest_traincheck.lint import cache
 from pytest_traincheck.lint import manifest
-from pytest_traincheck.lint.discovery import discover, display_path
+from pytest_traincheck.lint.discovery import PathError, discover, display_path
 from pytest_traincheck.lint.project import Condition, FileFacts, ProjectFacts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,22 +160,68 @@ def _cached(path: Path, shown: str, settings: Settings) -> Optional[FileResult]:
 def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int) -> list[FileResult]:
     work = [(path, shown, settings) for path, shown in files]
     if jobs > 1 and len(work) > 2:
-        from concurrent.futures import ProcessPoolExecutor  # not needed by a run answered from the cache
-
-        chunk = max(1, len(work) // (jobs * 8))
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            return list(pool.map(_worker, work, chunksize=chunk))
+        return _run_pool(work, jobs)
     return [_worker(item) for item in work]
 
 
-def collect_files(paths: Sequence[Path], config: LintConfig) -> list[tuple[Path, str]]:
-    """Return the files to lint with the names to show for them."""
-    found = discover(
+def _run_pool(work: list[tuple[Path, str, Settings]], jobs: int) -> list[FileResult]:
+    """Lint in worker processes; a worker that dies (a native crash) costs only the file it was on.
+
+    When the pool breaks, the files it had not finished are linted again one at a time in a
+    single-worker pool, so the next death names its file; that file becomes one TRN000 finding
+    and the rest go back to a full pool.
+    """
+    from concurrent.futures import ProcessPoolExecutor  # not needed by a run answered from the cache
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: dict[int, FileResult] = {}
+    pending = list(range(len(work)))
+    suspect = False  # after a crash: one file at a time until the culprit is found
+    while pending:
+        workers, chunk = (1, 1) if suspect else (jobs, max(1, len(pending) // (jobs * 8)))
+        batches = [pending[i:i + chunk] for i in range(0, len(pending), chunk)]
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [(batch, pool.submit(_worker_batch, [work[i] for i in batch])) for batch in batches]
+                for batch, future in futures:
+                    try:
+                        for index, result in zip(batch, future.result()):
+                            results[index] = result
+                    except BrokenProcessPool:
+                        if suspect:  # one worker, one file, in order: this file killed it
+                            path, shown, _ = work[batch[0]]
+                            results[batch[0]] = FileResult(shown, findings=[syntax_finding(
+                                shown, 1, 1, "the parser crashed on this file (its worker process died); not linted")])
+                            suspect = False
+                        else:
+                            suspect = True
+                        raise
+        except BrokenProcessPool:
+            pass
+        pending = [i for i in pending if i not in results]
+    return [results[i] for i in range(len(work))]
+
+
+def _worker_batch(items: list[tuple[Path, str, Settings]]) -> list[FileResult]:
+    return [_worker(item) for item in items]
+
+
+def collect_files(paths: Sequence[Path], config: LintConfig,
+                  problems: Optional[list[tuple[Path, str]]] = None) -> list[tuple[Path, str]]:
+    """Return the files to lint with the names to show for them.
+
+    With ``problems``, missing paths and unreadable folders are recorded there instead of stopping
+    the run, unless no given path exists at all (then ``PathError`` is raised as without it).
+    """
+    found = list(discover(
         paths,
         root=config.root,
         exclude=[*config.exclude, *config.extend_exclude],
         respect_gitignore=config.respect_gitignore,
-    )
+        problems=problems,
+    ))
+    if problems and all(not p.exists() and not p.is_symlink() for p in paths):
+        raise PathError(f"{problems[0][0]}: {problems[0][1]}")
     return [(path, display_path(path)) for path in found]
 
 
@@ -191,8 +237,12 @@ def lint_paths(paths: Sequence[Path], config: LintConfig, *, fix: bool = False, 
                jobs: int = 1, cache_dir: Optional[Path] = None) -> tuple[LintSummary, list[FileResult], dict[str, Path]]:
     """Lint files and folders; return the summary, per-file results and each shown name's path."""
     settings = settings_from(config, fix=fix, unsafe_fixes=unsafe_fixes, cache_dir=cache_dir)
-    files = collect_files(paths, config)
+    problems: list[tuple[Path, str]] = []
+    files = collect_files(paths, config, problems)
     results = run_files(files, settings, jobs)
+    for path, why in problems:  # a missing path or an unreadable folder: reported, the rest still linted
+        shown = display_path(path)
+        results.append(FileResult(shown, findings=[syntax_finding(shown, 1, 1, why)]))
     summary = LintSummary(findings=settle(results), files_checked=len(results))
     summary.fixed = sum(r.fixed for r in results)
     summary.internal_errors = sum(1 for r in results if r.internal_error)
