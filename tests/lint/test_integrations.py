@@ -128,7 +128,7 @@ def test_pre_commit_manifest_keys() -> None:
     for hook in hooks.values():
         assert {"id", "name", "entry", "language"} <= set(hook)  # what pre-commit requires
         assert hook["language"] == "python"
-        assert hook["types"] == ["python"]
+        assert hook["types_or"] == ["python", "jupyter"] and "types" not in hook  # notebooks too
         assert hook["require_serial"] is False
         assert isinstance(hook.get("args", []), list)
         assert hook["entry"].split()[:2] == ["traincheck", "lint"]
