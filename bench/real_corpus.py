@@ -142,7 +142,7 @@ def score(entries: list[dict[str, Any]], placed: dict[tuple[str, str], Path], ou
     for finding in findings:
         rel = Path(finding["path"]).as_posix().removeprefix("./")
         code, line, cell = finding["code"], int(finding["line"]), finding.get("cell")
-        if code in ("TRN000", "TRN001"):
+        if code in ("TRN000", "TRN001", "TRN002"):  # the file could not be checked at all
             unparsed.append((rel, line, code, finding.get("message", "")))
             continue
         if code in unlabelled:  # a code the labels deliberately leave out (e.g. TRN402 under --select ALL)
