@@ -15,7 +15,9 @@ DDP = frozenset({"torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel
 # A condition that singles out one process: `rank == 0`, `dist.get_rank() == 0`, `is_main_process()`,
 # `args.local_rank in [-1, 0]`, `accelerator.is_main_process`, `if master:`.
 _RANK_WORDS = re.compile(r"rank|main_process|is_main|is_master|master_process|\bmaster\b|is_primary|"
-                         r"is_global_zero|is_local_main|is_world_process_zero", re.IGNORECASE)
+                         r"is_global_zero|is_local_main|is_world_process_zero|"
+                         # one process per device: `self.gpu_id == 0` (the DDP tutorials), `args.gpu == 0`
+                         r"\b(?:\w*gpu(?:_id)?|device_id|process_index)\s*==\s*0\b", re.IGNORECASE)
 _WORLD_NAMES = frozenset({"world_size", "num_replicas", "num_processes", "n_gpus", "ngpus", "num_gpus", "nprocs",
                           "ngpus_per_node"})
 

@@ -100,6 +100,22 @@ class SaveNotRankGuarded(Rule):
                     return
                 torch.save(model.state_dict(), "model.pt")
             """),
+        # One process per GPU: the device index is the rank (the DDP tutorial series).
+        Valid("""
+            import torch
+            from torch.distributed import init_process_group
+            class Trainer:
+                def _save_checkpoint(self, epoch):
+                    torch.save(self.model.module.state_dict(), "checkpoint.pt")
+                def train(self, max_epochs):
+                    for epoch in range(max_epochs):
+                        self._run_epoch(epoch)
+                        if self.gpu_id == 0 and epoch % self.save_every == 0:
+                            self._save_checkpoint(epoch)
+            def main(rank, world_size):
+                init_process_group(backend="nccl", rank=rank, world_size=world_size)
+                Trainer().train(10)
+            """),
         # No process group: a single-process script.
         Valid("""
             import torch
