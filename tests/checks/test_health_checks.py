@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.activations import _dead_fraction, measure_relus
 from pytest_traincheck.harness.check import Verdict
-from pytest_traincheck.checks.dead_relu_units import _dead_fraction, _measure
 from pytest_traincheck.checks.gradient_flow import GradientFlow
 from pytest_traincheck.harness.runner import prepare, run_check, run_checks
 from pytest_traincheck.harness.sparkline import sparkline
@@ -137,7 +137,7 @@ def test_conv_units_are_channels() -> None:
     out = torch.zeros(4, 3, 5, 5)
     out[1, 0, 2, 2] = 1.0  # channel 0 fires once: alive
     dead, units = _dead_fraction(out)
-    assert units == 3 and dead == pytest.approx(2 / 3)
+    assert units == 3 and float(dead) == pytest.approx(2 / 3)
 
 
 def test_module_and_functional_relus_are_both_seen_and_named() -> None:
@@ -152,7 +152,7 @@ def test_module_and_functional_relus_are_both_seen_and_named() -> None:
             return torch.nn.functional.relu(self.body(x))
 
     model = Wrapped()
-    layers = _measure(model, lambda: model(ex.blobs()[0]))
+    layers = measure_relus(model, lambda: model(ex.blobs()[0]))
     assert [label for label, _, _ in layers] == ["body.1", "relu after body.2"]
 
 

@@ -14,6 +14,7 @@ import torch
 from pytest_traincheck import CheckResult, Report, Training, Verdict, run_checks
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import all_checks
+from pytest_traincheck.harness.record import WINDOW
 from pytest_traincheck.harness.results import summary_lines
 from pytest_traincheck.harness.runner import enabled_codes, prepare, run_check
 from pytest_traincheck.harness.sparkline import sparkline
@@ -151,12 +152,36 @@ def test_hanging_step_is_interrupted_by_the_backstop() -> None:
 
 
 def test_train_epoch_is_fed_repeated_batches() -> None:
+    fed: list[int] = []
+
     def epoch(model: Any, loader: Any, optimizer: Any, loss_fn: Any) -> None:
+        fed.append(0)
         for batch in loader:
+            fed[-1] += len(batch[0])
             ex.good_step(model, batch, optimizer, loss_fn)
 
     result = run_check("TRN601", prepare(ex.setup(step=None, train_epoch=epoch, overfit_steps=40)))
-    assert result.verdict is Verdict.PASS and result.curve and len(result.curve) == 40
+    # The shared run calls the epoch function once per stretch it looks at the model after
+    # (WINDOW steps, then up to overfit_steps), each over the fixed batch repeated.
+    assert result.verdict is Verdict.PASS and result.curve
+    assert fed[0] == WINDOW * ex.SAMPLES and sum(fed) == len(result.curve) * ex.SAMPLES
+
+
+def test_the_shared_run_is_recorded_once_per_setup_and_seed() -> None:
+    calls: list[int] = []
+
+    def step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        calls.append(1)
+        return ex.good_step(model, batch, optimizer, loss_fn)
+
+    data = prepare(ex.setup(step=step))
+    observers = ["TRN101", "TRN102", "TRN103", "TRN201", "TRN602", "TRN604", "TRN605", "TRN606"]
+    for code in observers:
+        assert run_check(code, data).verdict is Verdict.PASS, code
+    steps = len(calls)
+    assert WINDOW <= steps <= data.training.overfit_steps  # one run, read by all of them
+    run_check("TRN601", data, seed=1)
+    assert len(calls) > steps  # another seed is another run
 
 
 def test_checks_needing_user_code_skip_with_a_reason() -> None:

@@ -8,8 +8,9 @@ from typing import Any
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.record import OVERFIT_RATIO
 
-TARGET_RATIO = 0.1  # PASS once the loss reaches 10% of its initial value
+TARGET_RATIO = OVERFIT_RATIO  # PASS once the loss reaches 10% of its initial value
 STALL_RATIO = 1 - 1e-3  # FAIL when the best loss never gets below 99.9% of the initial value
 
 
@@ -70,16 +71,15 @@ class CannotOverfitSingleBatch(Check):
     FAILING = (lambda: ex.setup(step=_no_step),)
 
     def run(self, h: Harness) -> CheckResult:
-        steps = h.training.overfit_steps
-        with h.session() as s:
-            def reached(losses: list[float]) -> bool:
-                if not math.isfinite(losses[-1]):
-                    return True
-                return losses[-1] <= TARGET_RATIO * losses[0] and s.accuracy() in (None, 1.0)
-
-            losses = s.train(steps, stop=reached)
-            accuracy = s.accuracy()
-        return self._verdict(losses, accuracy, steps)
+        # The shared run trains until this check's question is answered (record.OVERFIT_RATIO).
+        rec = h.record(raise_error=False, ratios=h.series is not None)  # ratios: for TensorBoard
+        if rec.overfit_end is None:
+            rec.need(h.training.overfit_steps)
+        assert rec.overfit_end is not None
+        if h.series is not None:  # the per-step series of the steps judged here
+            h.series.clear()
+            h.series.update(rec.series(rec.overfit_end))
+        return self._verdict(rec.losses[:rec.overfit_end], rec.overfit_accuracy, h.training.overfit_steps)
 
     def _verdict(self, losses: list[float], accuracy: float | None, steps: int) -> CheckResult:
         first, n = losses[0], len(losses)

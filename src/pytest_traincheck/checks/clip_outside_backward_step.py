@@ -64,9 +64,7 @@ class ClipOutsideBackwardStep(Check):
     FAILING = (lambda: rnn_setup(step=_clip_after_step), lambda: rnn_setup(step=_clip_before_backward))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.train(STEPS)
-            clips = s.trace.clips
+        clips = h.record(STEPS).clips
         if not clips:
             return self.skipped("the training step does not call clip_grad_norm_/clip_grad_value_")
         bad = [c for c in clips if not c.effective]

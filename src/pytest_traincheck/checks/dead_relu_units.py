@@ -2,69 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.record import WINDOW
 
 DEAD = 0.7  # fraction of a layer's units <= 0 for every sample (AUTOTRAINER / DeepDiagnosis)
-STEPS = 10  # training steps before the re-check: units dead at init may revive, live ones may die
-RELU_FUNCTIONS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_})
-
-
-class ReluRecorder(TorchFunctionMode):
-    """Record, per ReLU call of one forward pass, which units were positive for some sample."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: Optional[str] = None  # set by an nn.ReLU pre-hook: its module name
-        self.after: Optional[str] = None  # the last leaf module that ran: names a functional relu
-        self.layers: list[tuple[str, float, int]] = []  # (label, dead fraction, units)
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        if func in RELU_FUNCTIONS and isinstance(out, torch.Tensor) and out.ndim >= 2 and out.shape[0] > 1:
-            label = self.current or (f"relu after {self.after}" if self.after else f"relu call {len(self.layers) + 1}")
-            self.current = None
-            self.layers.append((label, *_dead_fraction(out.detach())))
-        return out
-
-
-def _dead_fraction(out: torch.Tensor) -> tuple[float, int]:
-    # A unit is a channel of a conv feature map (N, C, H, W[, D]), else one output feature.
-    units = out.transpose(0, 1).flatten(1).T if out.ndim >= 4 else out.flatten(1)
-    alive = (units > 0).any(dim=0)
-    return float(1.0 - alive.float().mean()), int(alive.numel())
-
-
-def _measure(model: nn.Module, forward: Callable[[], Any]) -> list[tuple[str, float, int]]:
-    """Run one no-grad train-mode forward; return each ReLU call's dead fraction."""
-    recorder = ReluRecorder()
-    handles = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.ReLU):
-            handles.append(m.register_forward_pre_hook(lambda mod, args, n=name: setattr(recorder, "current", n)))
-        elif not any(True for _ in m.children()):
-            handles.append(m.register_forward_hook(lambda mod, args, out, n=name: setattr(recorder, "after", n)))
-    modes = {m: m.training for m in model.modules()}
-    model.train()  # the activations training sees
-    try:
-        with torch.no_grad(), recorder:
-            forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in modes.items():
-            m.training = mode
-    return recorder.layers
-
-
+STEPS = WINDOW  # training steps before the re-check: units dead at init may revive, live ones may die
 def dead_bias() -> nn.Module:
     """Return the example MLP with the hidden bias initialized to -10: every unit starts dead."""
     model = ex.MLP()
@@ -112,29 +61,26 @@ class DeadReluUnits(Check):
         x = h.input_tensor()
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; dead units are judged over several samples")
-        with h.session() as s:
-            start = _measure(s.model, lambda: h.forward(s.model))
-            if not start:
-                return self.skipped("the model calls no ReLU (nn.ReLU, F.relu, torch.relu) on batched tensors")
-            s.train(STEPS)
-            end = _measure(s.model, lambda: h.forward(s.model))
-        return self._verdict(start, end, len(x))
+        rec = h.record(STEPS)  # measured by the shared run at its start and after STEPS steps
+        if not rec.relus_start:
+            return self.skipped("the model calls no ReLU (nn.ReLU, F.relu, torch.relu) on batched tensors")
+        return self._verdict(rec.relus_start, rec.relus_end, len(x), rec.relus_steps)
 
     def _verdict(self, start: list[tuple[str, float, int]], end: list[tuple[str, float, int]],
-                 samples: int) -> CheckResult:
+                 samples: int, steps: int) -> CheckResult:
         before = {label: dead for label, dead, _ in start}
         worst = max(end or start, key=lambda layer: layer[1])
         label, dead, units = worst
         facts: dict[str, Any] = dict(layer=label, dead_fraction=dead, units=units, samples=samples,
-                                     dead_at_init=before.get(label), steps=STEPS, relu_layers=len(end))
+                                     dead_at_init=before.get(label), steps=steps, relu_layers=len(end))
         if dead >= DEAD:
             init = before.get(label)
             when = (f"already {init:.0%} at initialization" if init is not None and init >= DEAD
                     else f"{init:.0%} at initialization" if init is not None else "")
             return self.warned(
-                f"after {STEPS} training steps, {dead:.0%} of the {units} units of ReLU layer `{label}` are <= 0 for "
+                f"after {steps} training steps, {dead:.0%} of the {units} units of ReLU layer `{label}` are <= 0 for "
                 f"all {samples} samples of the batch ({when}; threshold {DEAD:.0%}): they pass no gradient and "
                 "stop learning; lower the learning rate, check the initialization and biases, or use LeakyReLU/GELU",
                 **facts)
         return self.passed(f"{len(end)} ReLU layer(s): at most {dead:.0%} of units dead over {samples} samples "
-                           f"after {STEPS} steps (`{label}`)", **facts)
+                           f"after {steps} steps (`{label}`)", **facts)

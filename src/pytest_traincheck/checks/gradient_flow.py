@@ -11,6 +11,7 @@ from torch import nn
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.record import Record
 
 STEPS = 5
 # Per-layer gradient size is the RMS of the weight gradient (norm / sqrt(numel)), so wide
@@ -54,14 +55,9 @@ def _sgd(params: Any) -> Any:
     return torch.optim.SGD(params, lr=1e-3)
 
 
-def _layers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Return the weight matrices/kernels in definition order; embeddings are lookups, not layers."""
-    skip = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for p in m.parameters()}
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and id(p) not in skip]
-
-
-def _rms(t: torch.Tensor) -> float:
-    return float(t.detach().float().norm()) / math.sqrt(max(t.numel(), 1))
+def _layers(rec: Record) -> list[tuple[str, int]]:
+    """Return the weight matrices/kernels (name, size) in definition order; embeddings are lookups, not layers."""
+    return list(rec.weights)
 
 
 class GradientFlow(Check):
@@ -99,25 +95,15 @@ class GradientFlow(Check):
     FAILING = (lambda: ex.setup(model=deep_sigmoid), lambda: ex.setup(model=chaotic_tanh, optimizer=_sgd))
 
     def run(self, h: Harness) -> CheckResult:
-        records: list[dict[str, float]] = []
-        mean_abs: list[float] = []
-        with h.session() as s:
-            layers = _layers(s.model)
-            if len(layers) < 2:
-                return self.skipped(f"the model has {len(layers)} trainable weight layer(s); gradient flow "
-                                    "compares the first and the last")
-
-            def at_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-                grads = {n: p.grad for n, p in layers if p.grad is not None}
-                records.append({n: _rms(g) for n, g in grads.items()})
-                every = [p.grad.detach().abs().float().flatten() for p in s.model.parameters() if p.grad is not None]
-                mean_abs.append(float(torch.cat(every).mean()) if every else 0.0)
-
-            handle = s.optimizer.register_step_pre_hook(at_step)
-            try:
-                s.train(STEPS)
-            finally:
-                handle.remove()
+        rec = h.record(STEPS)
+        layers = _layers(rec)
+        if len(layers) < 2:
+            return self.skipped(f"the model has {len(layers)} trainable weight layer(s); gradient flow "
+                                "compares the first and the last")
+        # Per-step gradient norms come from the shared run's fused reductions: RMS = norm / sqrt(numel).
+        records = [{n: r.grad_norms[n] / math.sqrt(max(size, 1)) for n, size in layers if n in r.grad_norms}
+                   for r in rec.steps[:STEPS]]
+        mean_abs = [r.grad_abs_mean or 0.0 for r in rec.steps[:STEPS]]
         order = [n for n, _ in layers]
         return self._verdict(records, mean_abs, order)
 

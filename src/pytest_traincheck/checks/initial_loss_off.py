@@ -11,6 +11,7 @@ from torch import nn
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.record import classes_of
 
 LOW, HIGH = 0.5, 2.0  # accepted band around the expected initial loss
 HIGH_MSE = 10.0  # regression outputs vary at init; only flag predictions far off the targets' scale
@@ -69,10 +70,8 @@ class InitialLossOff(Check):
                lambda: ex.setup(model=_overconfident, loss_fn=nn.NLLLoss(), step=_log_softmax_step))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            loss = s.step()
-            calls = [c for c in s.trace.losses if c.phase == "step"]
-            classes = s.num_classes()
+        rec = h.record(1)
+        loss, calls, classes = rec.losses[0], rec.first_step_calls, classes_of(h, rec)
         if not calls:
             return self.skipped("the step uses no recognized loss (cross_entropy, nll_loss, BCE, MSE)")
         call = calls[0]

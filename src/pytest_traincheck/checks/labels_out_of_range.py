@@ -15,7 +15,6 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, UserCodeError
-from pytest_traincheck.harness.session import Session
 
 DEFAULT_IGNORE_INDEX = -100
 
@@ -123,29 +122,30 @@ class LabelsOutOfRange(Check):
             raise probe.error
 
     def _probe(self, h: Harness) -> Probe:
-        """Run the step once to see the loss kind, its class count and the labels it was given."""
-        with h.session() as s:
-            error = None
-            try:
-                s.step()
-            except UserCodeError as exc:
-                error = exc  # a bad label may be what crashed it: explain that first
-            calls = [c for c in s.trace.losses if c.phase == "step"]
-            classes = self._classes(s, calls, h.training.num_classes)
+        """Read the shared run's first step: the loss kind, its class count and the labels it was given."""
+        rec = h.record(raise_error=False)
+        error = None
+        if rec.error is not None and not rec.losses:
+            if not isinstance(rec.error, UserCodeError):
+                raise rec.error
+            error = rec.error  # a bad label may be what crashed the step: explain that first
+        calls = [c for c in rec.loss_calls if c.phase == "step" and c.step == 0]
+        classes = self._classes(h, calls, h.training.num_classes)
         call = calls[0] if calls else None
         target = call.target.cpu() if call is not None and call.target is not None else None
         return Probe(call.kind if call else None, classes, target, error)
 
     @staticmethod
-    def _classes(s: Session, calls: list[Any], declared: Optional[int]) -> Optional[int]:
+    def _classes(h: Harness, calls: list[Any], declared: Optional[int]) -> Optional[int]:
         # The width cross_entropy really gets decides which labels crash; then the declaration.
         for call in calls:
-            if call.kind in _data.CLASS_INDEX_LOSSES and call.input.ndim >= 2:
+            if call.kind in _data.CLASS_INDEX_LOSSES and call.input is not None and call.input.ndim >= 2:
                 return int(call.input.shape[1])
         if declared is not None:
             return declared
         try:
-            out = tb.logits_of(s.predict())
+            with h.session() as s:
+                out = tb.logits_of(s.predict())
         except UserCodeError:
             return None
         return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim >= 2 else None

@@ -85,12 +85,10 @@ class MissingGradClipping(Check):
     def run(self, h: Harness) -> CheckResult:
         if h.training.clip is False:
             return self.skipped("clipping not expected: the setup declares clip=False")
-        with h.session() as s:
-            recurrent = [n for n, m in s.model.named_modules() if isinstance(m, _RECURRENT)]
-            if not recurrent and not h.training.clip:
-                return self.skipped("the model has no RNN/LSTM/GRU layer (declare clip=True to expect clipping)")
-            s.train(STEPS)
-            trace = s.trace
+        trace = h.record(STEPS)
+        recurrent = [n for n, kind in trace.modules if issubclass(kind, _RECURRENT)]
+        if not recurrent and not h.training.clip:
+            return self.skipped("the model has no RNN/LSTM/GRU layer (declare clip=True to expect clipping)")
         clipped_by_value = [r for r in trace.steps
                             if r.had_backward and 0 < r.norm_at_step < 0.999 * r.norm_after_backward]
         if trace.clips or clipped_by_value:

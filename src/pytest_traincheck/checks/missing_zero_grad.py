@@ -79,13 +79,11 @@ class MissingZeroGrad(Check):
     FAILING = (lambda: ex.setup(step=_no_zero_grad),)
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.train(STEPS)
-            trace = s.trace
+        trace = h.record(STEPS)  # the shared run: every step it took is evidence
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
         if trace.stale:
-            order = {name: i for i, name in enumerate(trace.names.values())}
+            order = {name: i for i, name in enumerate(trace.names)}
             first = min(trace.stale, key=lambda r: (r.step, order.get(r.param, len(order))))
             return self.failed(
                 f"after {first.step + 1} training steps on the same batch, `{first.param}.grad` still held the "

@@ -57,9 +57,7 @@ class NllLossOnLogits(Check):
     FAILING = (lambda: ex.setup(loss_fn=nn.NLLLoss()),)
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.step()
-            calls = [c for c in s.trace.losses if c.kind == "nll_loss" and c.phase == "step"]
+        calls = [c for c in h.record(1).first_step_calls if c.kind == "nll_loss"]
         if not calls:
             return self.skipped("the training step does not call nll_loss")
         for call in calls:

@@ -75,16 +75,25 @@ class NonFiniteValues(Check):
             bad = sum(int((~torch.isfinite(t)).sum()) for t in x)
             return self.failed(f"the fixed batch's inputs already contain {bad} NaN/Inf values: fix the data "
                                "pipeline first", nonfinite_inputs=bad)
+        steps = min(h.training.overfit_steps, MAX_STEPS)
+        rec = h.record(steps)  # loss, gradient norms and parameter finiteness of every step, fused
+        bad_step = rec.nonfinite_step(steps)
+        if bad_step is None:
+            n = min(steps, len(rec.losses))
+            return self.passed(f"loss, gradients and parameters stayed finite for {n} steps",
+                               curve=rec.losses[:n], steps=n)
+        # Something turned non-finite: replay the same steps from the same seed, watching every module.
+        torch.manual_seed(h.seed)
         with h.session() as s:
             first: dict[str, Any] = {}
             handles = [m.register_forward_hook(self._watch(name or "<model>", s, first))
                        for name, m in s.model.named_modules()]
             try:
-                losses = s.train(min(h.training.overfit_steps, MAX_STEPS), stop=lambda ls: self._stop(s, ls))
+                losses = s.train(bad_step, stop=lambda ls: bool(first))
             finally:
                 for handle in handles:
                     handle.remove()
-            return self._verdict(s, losses, first)
+            return self._verdict(s, rec, losses, first)
 
     @staticmethod
     def _watch(name: str, s: Any, first: dict[str, Any]) -> Any:
@@ -93,13 +102,7 @@ class NonFiniteValues(Check):
                 first.update(module=name, kind=type(module).__name__, step=len(s.trace.steps) + 1)
         return hook
 
-    @staticmethod
-    def _stop(s: Any, losses: list[float]) -> bool:
-        rec = s.trace.steps[-1] if s.trace.steps else None
-        params_ok = all(bool(torch.isfinite(p).all()) for p in s.model.parameters())
-        return not math.isfinite(losses[-1]) or (rec is not None and bool(rec.grads_nonfinite)) or not params_ok
-
-    def _verdict(self, s: Any, losses: list[float], first: dict[str, Any]) -> CheckResult:
+    def _verdict(self, s: Any, rec: Any, losses: list[float], first: dict[str, Any]) -> CheckResult:
         n = len(losses)
         if first:
             return self.failed(
@@ -111,14 +114,18 @@ class NonFiniteValues(Check):
             return self.failed(f"at step {bad_loss + 1} the loss is {losses[bad_loss]} while every module output "
                                "is finite: the loss computation produces it (log of 0? division by 0?)",
                                curve=losses, step=bad_loss + 1)
-        for rec in s.trace.steps:
-            if rec.grads_nonfinite:
-                return self.failed(f"at step {rec.index + 1}, the gradient of `{rec.grads_nonfinite[0]}` is not finite "
-                                   f"({len(rec.grads_nonfinite)} parameters affected) although the loss is finite",
-                                   curve=losses, step=rec.index + 1, param=rec.grads_nonfinite[0])
+        for step in s.trace.steps:
+            if step.grads_nonfinite:
+                return self.failed(f"at step {step.index + 1}, the gradient of `{step.grads_nonfinite[0]}` is not "
+                                   f"finite ({len(step.grads_nonfinite)} parameters affected) although the loss is "
+                                   "finite", curve=losses, step=step.index + 1, param=step.grads_nonfinite[0])
         bad_params = [n for n, p in s.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad_params:
             return self.failed(f"after {n} steps, `{bad_params[0]}` holds NaN/Inf: the update diverged; lower the "
                                "learning rate or clip gradients", curve=losses, param=bad_params[0], steps=n)
-        return self.passed(f"loss, outputs, gradients and parameters stayed finite for {n} steps",
-                           curve=losses, steps=n)
+        # The replay stayed finite (a non-deterministic kernel?): report what the shared run saw.
+        step = rec.nonfinite_step(MAX_STEPS) or n
+        return self.failed(f"at step {step} of the shared training run the loss, a gradient or a parameter became "
+                           "NaN/Inf (a replay from the same seed did not reproduce it, so the first module is "
+                           "unknown); lower the learning rate, clip gradients or guard log/div/sqrt",
+                           curve=rec.losses[:step], step=step)

@@ -62,20 +62,18 @@ class ParametersNotUpdated(Check):
                lambda: ex.setup(model=lambda: ex.MLP(hidden=8), optimizer=_head_only_optimizer))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session(track_updates=True) as s:
-            trainable = [n for n, p in s.model.named_parameters() if p.requires_grad]
-            in_opt = {s.trace.name(p) for p in s.trace.opt_params()}
-            missing = [n for n in trainable if n not in in_opt]
-            if missing:
-                return self.failed(
-                    f"{len(missing)} of {len(trainable)} trainable parameters are not in the optimizer "
-                    f"({_names(missing)}), so they are never trained; build the optimizer from "
-                    "`model.parameters()` (or freeze them with `requires_grad_(False)`)",
-                    missing=len(missing), trainable=len(trainable), first=missing[0])
-            s.train(STEPS)
-            trace = s.trace
+        trace = h.record(raise_error=False)  # which parameters the optimizer holds is known before any step
+        trainable, in_opt = trace.trainable, set(trace.optimized)
+        missing = [n for n in trainable if n not in in_opt]
+        if missing:
+            return self.failed(
+                f"{len(missing)} of {len(trainable)} trainable parameters are not in the optimizer "
+                f"({_names(missing)}), so they are never trained; build the optimizer from "
+                "`model.parameters()` (or freeze them with `requires_grad_(False)`)",
+                missing=len(missing), trainable=len(trainable), first=missing[0])
+        trace.need(STEPS)
         if not trace.steps:
-            return self.failed(f"the training step never called `step()` on the optimizer in {STEPS} calls, "
+            return self.failed(f"the training step never called `step()` on the optimizer in {len(trace.losses)} calls, "
                                "so no parameter was updated", steps=0)
         no_grad = [n for n in trainable if trace.accumulations[n] == 0]
         if no_grad:
@@ -88,9 +86,10 @@ class ParametersNotUpdated(Check):
         if stuck:
             return self.failed(
                 f"{len(stuck)} parameters had a non-zero gradient at every step but their values never changed in "
-                f"{len(trace.steps)} steps ({_names(stuck)}): check the learning rate of their parameter group",
+                f"{sum(bool(r.update_max) for r in trace.steps)} steps ({_names(stuck)}): check the learning rate of "
+                "their parameter group",
                 unchanged=len(stuck), first=stuck[0])
-        zero = [n for n in trainable if n not in trace.accum_nonzero]
+        zero = [n for n in trainable if n not in trace.nonzero]
         if zero:
             return self.warned(f"{len(zero)} parameters only ever received all-zero gradients in {len(trace.steps)} "
                                f"steps ({_names(zero)}): dead units or a zero-initialized path", zero_grad=len(zero))
@@ -100,8 +99,9 @@ class ParametersNotUpdated(Check):
     @staticmethod
     def _never_moved(trace: Any, trainable: list[str]) -> list[str]:
         stuck = []
+        tracked = [r for r in trace.steps if r.update_max]  # the steps whose updates were measured
         for name in trainable:
-            live = [r for r in trace.steps if name not in r.grads_none + r.grads_zero + r.grads_nonfinite]
+            live = [r for r in tracked if name not in r.grads_none + r.grads_zero + r.grads_nonfinite]
             if live and all(name in r.unchanged for r in live):
                 stuck.append(name)
         return stuck

@@ -56,9 +56,7 @@ class SigmoidBeforeBCE(Check):
                lambda: _binary(_probabilities, nn.BCEWithLogitsLoss()))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.step()
-            calls = [c for c in s.trace.losses if c.kind.startswith("binary_cross_entropy") and c.phase == "step"]
+        calls = [c for c in h.record(1).first_step_calls if c.kind.startswith("binary_cross_entropy")]
         if not calls:
             return self.skipped("the training step does not call binary cross entropy")
         for call in calls:

@@ -69,9 +69,7 @@ class SoftmaxBeforeCrossEntropy(Check):
     FAILING = (lambda: ex.setup(model=_softmax_model), lambda: ex.setup(step=_softmax_in_step))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.step()
-            calls = [c for c in s.trace.losses if c.kind == "cross_entropy" and c.phase == "step"]
+        calls = [c for c in h.record(1).first_step_calls if c.kind == "cross_entropy"]
         if not calls:
             return self.skipped("the training step does not call cross entropy")
         for call in calls:

@@ -67,13 +67,11 @@ class StepWithoutBackward(Check):
     FAILING = (lambda: ex.setup(step=_step_first),)
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.train(STEPS)
-            trace = s.trace
+        trace = h.record(STEPS)
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
-        total = len(trace.opt_params())
-        cut = {c.step for c in trace.cuts}  # backward() ran but reached no parameter: TRN109's finding
+        total = len(trace.optimized)
+        cut = {c.step for c in trace.cuts}  # backward() ran but reached no parameter: TRN109 finding
         for rec in trace.steps:
             if not rec.had_backward and not rec.closure and rec.index not in cut:
                 return self.failed(

@@ -55,14 +55,18 @@ class TrainStepInEvalMode(Check):
                lambda: _modes.setup(step=None, train_epoch=_modes.epoch_without_train, evaluate=_modes.eval_no_restore))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.train(STEPS)
-            if h.training.train_epoch is not None and h.training.evaluate is not None:
-                # The epoch function runs after an evaluation in real loops: it must set train mode itself.
+        if h.training.train_epoch is not None and h.training.evaluate is not None:
+            # The epoch function runs after an evaluation in real loops: it must set train mode itself.
+            with h.session() as s:
+                s.train(STEPS)
                 s.evaluate()
                 s.train(STEPS)
-            forwards = [f for f in s.trace.forwards if f.phase == "step" and f.grad_enabled]
-            has_mode_layers = bool(s.trace.mode_modules)
+                forwards = [f for f in s.trace.forwards if f.phase == "step" and f.grad_enabled]
+                has_mode_layers = bool(s.trace.mode_modules)
+        else:
+            rec = h.record(STEPS)
+            forwards = [f for f in rec.forwards if f.phase == "step" and f.grad_enabled]
+            has_mode_layers = rec.mode_layers
         if not forwards:
             return self.skipped("the training step never called the model with gradients enabled")
         in_eval = [f for f in forwards if not f.root_training]

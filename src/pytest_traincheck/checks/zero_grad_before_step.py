@@ -64,15 +64,13 @@ class ZeroGradBeforeStep(Check):
     FAILING = (lambda: ex.setup(step=_zero_between), lambda: ex.setup(step=_zeros_between))
 
     def run(self, h: Harness) -> CheckResult:
-        with h.session() as s:
-            s.train(STEPS)
-            trace = s.trace
+        trace = h.record(STEPS)
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
-        if not trace.accum_nonzero:
+        if not trace.nonzero:
             return self.skipped("backward() produced no non-zero gradient, so the order cannot be judged")
         for rec in trace.steps:
-            total = len(trace.opt_params())
+            total = len(trace.optimized)
             empty = len(rec.grads_none) + len(rec.grads_zero)
             if rec.had_backward and not rec.closure and total and empty == total:
                 cause = ("zero_grad() ran between backward() and step()" if rec.zero_grad_after_backward

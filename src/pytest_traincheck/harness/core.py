@@ -171,16 +171,22 @@ def _restore_state(state: dict[str, Any]) -> None:
 
 # -- time budget ------------------------------------------------------------------------
 class Clock:
-    """A per-check time budget: soft checks from hooks, plus a SIGALRM backstop in the main thread."""
+    """A per-check time budget: soft checks from hooks, plus a SIGALRM backstop in the main thread.
 
-    def __init__(self, budget: Optional[float]) -> None:
+    ``stage`` names the part of the check that runs (the shared training run, the zeroed-input
+    run, step k of n) and ``where`` the code inside it (the user's step, a factory), so a budget
+    error says what was slow.
+    """
+
+    def __init__(self, budget: Optional[float], stage: str = "the check") -> None:
         self.budget = budget
         self.start = time.monotonic()
         self.where = "setup"
+        self.stage = stage
 
     @property
     def elapsed(self) -> float:
-        """Seconds since the check started."""
+        """Seconds since the check started (time spent paused excluded)."""
         return time.monotonic() - self.start
 
     def check(self) -> None:
@@ -189,12 +195,30 @@ class Clock:
             raise BudgetExceeded(self._message())
 
     def _message(self) -> str:
-        return (f"the check ran past its time budget of {self.budget:g}s ({self.elapsed:.1f}s, in {self.where}); "
-                "make the setup smaller (model, batch_size, overfit_steps) or raise --train-sanity-budget")
+        budget = self.budget or 0.0
+        raised = max(2 * budget, math.ceil(self.elapsed * 1.5 / 10) * 10)
+        return (f"{self.stage} ran past the time budget of {budget:g}s per check ({self.elapsed:.1f}s, slow in "
+                f"{self.where}); make the setup smaller (model, batch_size, overfit_steps) or raise the budget: "
+                f"`pytest --train-sanity --train-sanity-budget {raised:g}`, `budget = {raised:g}` under "
+                f"[tool.traincheck.sanity], or `run_checks(..., budget={raised:g})`")
 
     @contextlib.contextmanager
-    def backstop(self) -> Iterator[None]:
-        """Interrupt code that never reaches a hook (a hang in the user's step) with SIGALRM."""
+    def paused(self) -> Iterator[None]:
+        """Do not count the time spent inside (work with its own clock, such as the shared run)."""
+        start, where = time.monotonic(), self.where
+        try:
+            yield
+        finally:
+            self.start += time.monotonic() - start
+            self.where = where
+
+    @contextlib.contextmanager
+    def backstop(self, nested: bool = False) -> Iterator[None]:
+        """Interrupt code that never reaches a hook (a hang in the user's step) with SIGALRM.
+
+        ``nested``: inside another clock's backstop that is paused meanwhile, so its alarm
+        is re-armed with its whole remaining delay.
+        """
         usable = (self.budget is not None and hasattr(signal, "setitimer")
                   and threading.current_thread() is threading.main_thread())
         if not usable:
@@ -213,8 +237,9 @@ class Clock:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-            if old_delay:  # re-arm a timer someone else (pytest-timeout) had set
-                signal.setitimer(signal.ITIMER_REAL, max(old_delay - self.elapsed, 0.001), old_interval)
+            if old_delay:  # re-arm a timer someone else (pytest-timeout, an outer check) had set
+                left = old_delay if nested else old_delay - self.elapsed
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), old_interval)
 
 
 # -- per-setup data ---------------------------------------------------------------------------
@@ -231,6 +256,9 @@ class SetupData:
     step_error: Optional[str] = None
     probed: bool = False
     blocker: Optional[tuple[str, str]] = None
+    # The shared training runs (`record.Record`) by (seed, device, with update ratios): every check
+    # that only observes training reads them, so pytest items of one setup train once per seed.
+    records: dict[tuple[int, str, bool], Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, training: Training, seed: int) -> SetupData:
@@ -315,6 +343,7 @@ class Harness:
         self.clock = Clock(budget)
         # Set by the runner only for a TensorBoard log: sessions then record per-step series into it.
         self.series: Optional[dict[str, list[float]]] = None
+        self._batch: Any = None  # the fixed batch, on the device
 
     @property
     def has_user_step(self) -> bool:
@@ -323,7 +352,25 @@ class Harness:
 
     def batch(self) -> Any:
         """Return a fresh copy of the fixed training batch on the device, shaped as the loader yields it."""
-        return tb.to_device(self.data.batch, self.device)
+        if self._batch is None:  # copied to the device once, cloned there after (no host transfer per step)
+            self._batch = tb.to_device(self.data.batch, self.device)
+        return tb.to_device(self._batch, self.device)
+
+    def record(self, steps: int = 0, *, ratios: bool = False, raise_error: bool = True) -> Any:
+        """Return the shared training run of this setup and seed (run once, then read by every check).
+
+        Re-raises the user's error (or the budget error) when the run stopped before ``steps``
+        steps; ``ratios`` asks for a run that measured update ratios at every step (TensorBoard).
+        """
+        from pytest_traincheck.harness.record import build
+
+        key = (self.seed, str(self.device), ratios)
+        rec = self.data.records.get(key) or (None if ratios else self.data.records.get((key[0], key[1], True)))
+        if rec is None:
+            rec = self.data.records[key] = build(self, ratios=ratios)
+        if raise_error:
+            rec.need(steps)
+        return rec
 
     def eval_batch(self) -> Any:
         """Return the fixed evaluation batch (the training batch when no `eval_data`)."""

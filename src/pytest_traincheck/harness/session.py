@@ -11,13 +11,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.core import call_user
-from pytest_traincheck.harness.spec import SetupError
-from pytest_traincheck.harness.trace import Trace
+from pytest_traincheck.harness.spec import SetupError, Training
+from pytest_traincheck.harness.trace import LossCall, Trace
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.harness.core import Harness
 
-__all__ = ["Session", "textbook_step"]
+__all__ = ["Session", "infer_task", "loss_kind", "num_classes", "textbook_step"]
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "nll_loss")
 BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
@@ -77,7 +77,7 @@ class Session:
         fn, where = (user, "the `step` function") if user is not None else (_textbook(self.h), "the textbook step")
         with self.phase("step"):
             out = call_user(where, fn, self.model, self.h.batch(), self.optimizer, self.loss_fn)
-        return _as_loss(out, where)
+        return _as_loss(out, where, self.trace.pending.value)
 
     def train(self, steps: int, stop: Optional[Callable[[list[float]], bool]] = None) -> list[float]:
         """Run ``steps`` steps on the fixed batch (one `train_epoch` call over repeated batches)."""
@@ -92,6 +92,7 @@ class Session:
         with self.phase("step"):
             call_user("the `train_epoch` function", self.training.train_epoch,
                       self.model, self.repeated_loader(steps), self.optimizer, self.loss_fn)
+        self.trace.settle()
         losses = self.loss_values[start:] or [c.value for c in self.trace.losses[seen:] if c.value is not None]
         if not losses:
             raise SetupError("the `train_epoch` function computed no loss that traincheck could see: "
@@ -124,7 +125,8 @@ class Session:
         def observed_loss(*args: Any, **kwargs: Any) -> Any:
             out = loss_fn(*args, **kwargs)
             if self.trace.phase == "step" and isinstance(out, torch.Tensor) and out.numel() == 1:
-                self.loss_values.append(float(out.detach()))
+                self.loss_values.append(float("nan"))  # read with the step's other values
+                self.trace.pending.want(out.detach().reshape(()), self.loss_values, len(self.loss_values) - 1, out)
             return out
 
         return observed_loss
@@ -160,34 +162,15 @@ class Session:
 
     def loss_kind(self) -> Optional[str]:
         """Return the functional loss the step used (``cross_entropy``, ``mse_loss``...), if seen."""
-        kinds = [c.kind for c in self.trace.losses if c.phase == "step"]
-        return kinds[0] if kinds else None
+        return loss_kind(self.trace.losses)
 
     def task(self) -> str:
         """Return the declared task, or infer it from the loss used and the targets."""
-        if self.training.task != "auto":
-            return self.training.task
-        kind = self.loss_kind()
-        if kind in CLASSIFICATION_LOSSES:
-            return "classification"
-        if kind in BINARY_LOSSES:
-            return "binary"
-        if kind == "mse_loss":
-            return "regression"
-        try:
-            y = self.h.target_tensor()
-        except tb.MissingField:
-            return "unknown"
-        return "classification" if not y.is_floating_point() and not y.is_complex() else "unknown"
+        return infer_task(self.training, self.trace.losses, self.h)
 
     def num_classes(self) -> Optional[int]:
         """Return the declared class count, else the width of the classification loss input."""
-        if self.training.num_classes is not None:
-            return self.training.num_classes
-        for call in self.trace.losses:
-            if call.kind in CLASSIFICATION_LOSSES and call.input.ndim >= 2:
-                return int(call.input.shape[1])
-        return None
+        return num_classes(self.training, self.trace.losses)
 
 
 class _Repeat(torch.utils.data.Dataset):
@@ -207,7 +190,41 @@ def _same(batch: Any) -> Any:
     return batch
 
 
-def _as_loss(out: Any, where: str) -> float:
+def loss_kind(calls: list[LossCall]) -> Optional[str]:
+    """Return the kind of the first functional loss the step called, if any."""
+    kinds = [c.kind for c in calls if c.phase == "step"]
+    return kinds[0] if kinds else None
+
+
+def infer_task(training: Training, calls: list[LossCall], h: Harness) -> str:
+    """Return the declared task, or infer it from the loss used and the targets."""
+    if training.task != "auto":
+        return training.task
+    kind = loss_kind(calls)
+    if kind in CLASSIFICATION_LOSSES:
+        return "classification"
+    if kind in BINARY_LOSSES:
+        return "binary"
+    if kind == "mse_loss":
+        return "regression"
+    try:
+        y = h.target_tensor()
+    except tb.MissingField:
+        return "unknown"
+    return "classification" if not y.is_floating_point() and not y.is_complex() else "unknown"
+
+
+def num_classes(training: Training, calls: list[LossCall]) -> Optional[int]:
+    """Return the declared class count, else the width of the classification loss input."""
+    if training.num_classes is not None:
+        return training.num_classes
+    for call in calls:
+        if call.kind in CLASSIFICATION_LOSSES and call.input is not None and call.input.ndim >= 2:
+            return int(call.input.shape[1])
+    return None
+
+
+def _as_loss(out: Any, where: str, value: Callable[[torch.Tensor], float]) -> float:
     if out is not None and not isinstance(out, (torch.Tensor, int, float)):
         found = tb.loss_of(out)  # a dict with "loss" or an output object with `.loss`
         if found is None:
@@ -221,7 +238,7 @@ def _as_loss(out: Any, where: str) -> float:
         if out.numel() != 1:
             raise SetupError(f"{where} returned a tensor of shape {tuple(out.shape)}; return the scalar loss "
                              "(use reduction='mean' or call `.mean()`)")
-        return float(out.detach())
+        return value(out)  # already read with the step's norms when it is the loss_fn's result
     if isinstance(out, (int, float)) and not isinstance(out, bool):
         return float(out)
     raise SetupError(f"{where} returned {type(out).__name__}; it must return the loss (a scalar tensor or a float)")

@@ -6,9 +6,11 @@ facts, stale gradients, clip calls, forward-time modes and every loss call.
 
 The instrumentation is built to cost little per step: the functional losses and
 the clip functions are wrapped (one Python call each, not a hook on every torch
-op), gradient norms are kept as tensors and read back in one transfer at the
-optimizer's step, and a stale gradient is recognised by its tensor's identity
-and version counter instead of a copy compared element by element.
+op); gradients are measured by one fused norm per backward pass and one per
+optimizer step (`reduce.norms`), and those norms and the loss values are read
+back together at the optimizer's step, so a step waits for the device once; a
+stale gradient is recognised by its tensor's identity and version counter
+instead of a copy compared element by element.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from pytest_traincheck.harness.reduce import Pending, copies, differences, norm, norms, values
 
 LOSS_FUNCTIONS: dict[Any, str] = {
     F.cross_entropy: "cross_entropy",
@@ -61,16 +65,22 @@ def provenance(t: Any, depth: int = 5) -> Optional[str]:
     return None
 
 
+KEEP_LOSS_TENSORS = 4  # loss calls of the first step whose input/target are kept (logits can be large)
+
+
 @dataclass
 class LossCall:
-    """One call of a functional loss: its inputs (detached) and where they came from."""
+    """One call of a functional loss: its inputs (detached, for the first calls) and where they came from."""
 
     kind: str
-    input: torch.Tensor
+    input: Optional[torch.Tensor]  # kept for the first step's calls only (memory)
     target: Optional[torch.Tensor]
     source: Optional[str]  # provenance(input)
-    value: Optional[float]
+    value: Optional[float]  # filled when the step's values are read back
     phase: str
+    step: int = 0  # optimizer steps completed before the call
+    options: dict[str, Any] = field(default_factory=dict)  # non-tensor keyword arguments (reduction, ...)
+    weighted: bool = False  # a `weight`/`pos_weight` tensor was passed
 
 
 @dataclass
@@ -87,6 +97,12 @@ class StepRecord:
     norm_at_step: float
     norm_after_backward: float
     unchanged: list[str] = field(default_factory=list)  # nonzero grad, same value after step
+    grad_norms: dict[str, float] = field(default_factory=dict)  # per parameter, at the step
+    grad_abs_mean: Optional[float] = None  # mean |g| over every gradient entry (watched steps)
+    params_finite: Optional[bool] = None  # every parameter finite after the step (watched steps)
+    update_max: dict[str, float] = field(default_factory=dict)  # max |change| per parameter (tracked steps)
+    update_ratio: dict[str, float] = field(default_factory=dict)  # |change| / |before| (with ratios=True)
+    param_max: dict[str, float] = field(default_factory=dict)  # max |value| per parameter (watched steps)
 
 
 @dataclass
@@ -261,38 +277,8 @@ def _mode_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _norm(t: torch.Tensor) -> float:
-    return float(_norm_tensor(t))
-
-
-def _values(t: torch.Tensor) -> torch.Tensor:
-    """Return the entries that hold values: all of a dense tensor, the stored ones of a sparse one."""
-    t = t.detach()
-    return t.coalesce().values() if t.is_sparse else t
-
-
-def _norm_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Return the 2-norm as a 0-d real tensor, without waiting for it (no host transfer).
-
-    Half and bfloat16 gradients are summed in float32; float64 and complex ones keep
-    their own precision (torch refuses to narrow them). Sparse gradients (from
-    ``nn.Embedding(sparse=True)``) are measured by their stored values.
-    """
-    t = _values(t)
-    if t.is_floating_point() and t.dtype != torch.float64:
-        return torch.linalg.vector_norm(t, dtype=torch.float32)
-    return torch.linalg.vector_norm(t)
-
-
-def _read(norms: list[torch.Tensor]) -> list[float]:
-    """Bring 0-d norm tensors to Python floats in one transfer (per device)."""
-    if not norms:
-        return []
-    if len({n.device for n in norms}) > 1:
-        return [float(n) for n in norms]
-    if len({n.dtype for n in norms}) > 1:
-        norms = [n.to(torch.float64) for n in norms]
-    return torch.stack(norms).tolist()
+def _scalar(t: torch.Tensor) -> float:
+    return float(norm(t))
 
 
 @dataclass
@@ -308,13 +294,23 @@ class _GradSeen:
         return grad is self.grad and grad._version == self.version
 
 
+_ALL = 1 << 30
+
+
 class Trace:
-    """Record one model + optimizer's training events; `close()` removes everything it added."""
+    """Record one model + optimizer's training events; `close()` removes everything it added.
+
+    ``track_updates`` (True, or a number of steps) measures how much each parameter moved
+    at the first optimizer steps; ``ratios`` adds the update/weight norm ratio (TensorBoard);
+    ``watch_params`` steps also get the mean |gradient| and a finiteness test of every
+    parameter. All of it is fused reductions read back with the step's other values.
+    """
 
     def __init__(self, model: nn.Module, optimizer: Any, check_time: Callable[[], None],
-                 track_updates: bool = False) -> None:
+                 track_updates: Union[bool, int] = False, ratios: bool = False, watch_params: int = 0) -> None:
         self.model, self.optimizer, self.check_time = model, optimizer, check_time
-        self.track_updates = track_updates
+        self.track_updates = _ALL if track_updates is True else int(track_updates)
+        self.ratios, self.watch_params = ratios, watch_params
         self.phase = "harness"
         self.names = {id(p): n for n, p in model.named_parameters()}
         self.events: list[str] = []
@@ -329,12 +325,15 @@ class Trace:
         self.backward_calls = 0
         self._backward_root: Optional[torch.Tensor] = None
         self.snapshots: dict[str, _GradSeen] = {}  # nonzero gradients left after the last step
+        self.pending = Pending()  # norms and loss values not yet read from the device
         self._nonzero: set[str] = set()
-        self._pending: list[tuple[str, torch.Tensor]] = []  # norms after each accumulation, not yet read
+        self._fresh: list[tuple[str, torch.Tensor]] = []  # gradients accumulated in the running backward
+        self._eager = False  # True when end-of-backward callbacks are unavailable
         self._after_backward: dict[str, float] = {}
         self._at_step: dict[str, _GradSeen] = {}
         self._incoming: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._before: dict[str, torch.Tensor] = {}
+        self._before: Optional[tuple[list[torch.Tensor], list[torch.Tensor]]] = None
+        self._unfinished: list[tuple[StepRecord, set[str]]] = []  # steps whose update facts are not read yet
         self.mode_modules = _mode_modules(model)
         self._undo: list[Callable[[], None]] = []
         self._install()
@@ -374,7 +373,7 @@ class Trace:
     @property
     def accum_nonzero(self) -> set[str]:
         """Names of the parameters that ever received a nonzero gradient from backward."""
-        self._settle([])
+        self.settle()
         return self._nonzero
 
     def _event(self, kind: str) -> None:
@@ -394,15 +393,17 @@ class Trace:
         owner.zero_grad = zero_grad
         self._undo.append(lambda: owner.__dict__.pop("zero_grad", None))
 
-    def _settle(self, more: list[torch.Tensor]) -> list[float]:
-        """Read the pending accumulation norms and ``more`` in one transfer; return ``more``'s values."""
-        pending, self._pending = self._pending, []
-        values = _read([norm for _, norm in pending] + more)
-        for (name, _), value in zip(pending, values):
-            self._after_backward[name] = value
-            if value > 0:
-                self._nonzero.add(name)
-        return values[len(pending):]
+    def settle(self) -> None:
+        """Read every pending value in one transfer and finish the steps that waited for them."""
+        self._end_backward()
+        if len(self.pending):
+            self.pending.read()
+        self._nonzero.update(name for name, value in self._after_backward.items() if value > 0)
+        for record, nonzero in self._unfinished:
+            record.unchanged = [n for n, v in record.update_max.items() if v == 0.0 and n in nonzero]
+            if record.params_finite is not None:
+                record.params_finite = all(math.isfinite(v) for v in record.param_max.values())
+        self._unfinished = []
 
     # -- hooks ----------------------------------------------------------------------
     def _pre_accumulate(self, p: torch.Tensor) -> Callable[[torch.Tensor], None]:
@@ -411,7 +412,7 @@ class Trace:
             seen = self.snapshots.pop(name, None)
             # The gradient the last step used is about to be added to: stale unless cleared since.
             # Writes through `.data` bypass the version counter, so the norm must match too.
-            if seen is not None and seen.still(p.grad) and _norm(p.grad) == seen.norm:
+            if seen is not None and seen.still(p.grad) and _scalar(p.grad) == seen.norm:
                 self._incoming[name] = (p.grad.detach().clone(), grad.detach().clone())
         return hook
 
@@ -422,13 +423,25 @@ class Trace:
         grad = p.grad
         if grad is None:
             return
-        self._pending.append((name, _norm_tensor(grad)))
+        self._fresh.append((name, grad))
+        if len(self._fresh) == 1 and not self._eager:
+            try:  # measure every gradient of this backward pass at once, when the pass ends
+                torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
+            except (RuntimeError, AttributeError):
+                self._eager = True
+        if self._eager:
+            self._end_backward()
         stale = self._incoming.pop(name, None)
         if stale is not None:
             snap, incoming = stale
-            residue = _values(grad.detach() - snap - incoming)
+            residue = values(grad.detach() - snap - incoming)
             diff = float(residue.abs().max()) if residue.numel() else 0.0
-            self.stale.append(StaleGrad(len(self.steps), name, diff, _norm(snap)))
+            self.stale.append(StaleGrad(len(self.steps), name, diff, _scalar(snap)))
+
+    def _end_backward(self) -> None:
+        fresh, self._fresh = self._fresh, []
+        for (name, _), value in zip(fresh, norms([g for _, g in fresh])):
+            self.pending.want(value, self._after_backward, name)
 
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
         self.check_time()
@@ -442,22 +455,32 @@ class Trace:
 
     def _step_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.check_time()
+        index = len(self.steps)
         named = [(self.name(p), p) for p in self.opt_params()]
         none = [name for name, p in named if p.grad is None]
         graded = [(name, p, p.grad) for name, p in named if p.grad is not None]
-        norms = self._settle([_norm_tensor(g) for _, _, g in graded])
+        at_step: dict[str, float] = {}
+        for (name, _, _), value in zip(graded, norms([g for _, _, g in graded])):
+            self.pending.want(value, at_step, name)
+        abs_sums: dict[str, float] = {}
+        if index < self.watch_params:
+            for (name, _, _), value in zip(graded, norms([g for _, _, g in graded], 1.0)):
+                self.pending.want(value, abs_sums, name)
+        self.settle()
         zero, bad = [], []
         self._at_step = {}
-        for (name, p, g), norm in zip(graded, norms):
+        for name, p, g in graded:
+            value = at_step[name]
             # A finite norm means finite entries; a zero norm may be underflow, so ask the tensor.
-            if not math.isfinite(norm):
-                if not bool(torch.isfinite(_values(g)).all()):
+            if not math.isfinite(value):
+                if not bool(torch.isfinite(values(g)).all()):
                     bad.append(name)
-            elif norm == 0.0 and not bool(_values(g).any()):
+            elif value == 0.0 and not bool(values(g).any()):
                 zero.append(name)
-            self._at_step[name] = _GradSeen(g, g._version, norm)
-            if self.track_updates:
-                self._before[name] = p.detach().clone()
+            self._at_step[name] = _GradSeen(g, g._version, value)
+        if index < self.track_updates:
+            params = [p for _, p, _ in graded if p.layout == torch.strided]
+            self._before = (params, copies(params))
         since = self.since_step
         last_b = max((i for i, e in enumerate(since) if e == "B"), default=-1)
         root, self._backward_root = self._backward_root, None
@@ -465,46 +488,71 @@ class Trace:
             cut = graph_cut(root, {id(p) for p in self.opt_params()}, len(self.steps))
             if cut is not None:
                 self.cuts.append(cut)
+        numel = sum(values(g).numel() for _, _, g in graded)
         self.steps.append(StepRecord(
-            index=len(self.steps), had_backward=last_b >= 0,
+            index=index, had_backward=last_b >= 0,
             closure=any(callable(a) for a in args if a is not optimizer) or callable(kwargs.get("closure")),
             zero_grad_after_backward=last_b >= 0 and "Z" in since[last_b:],
-            grads_none=none, grads_zero=zero, grads_nonfinite=bad, norm_at_step=sum(n * n for n in norms) ** 0.5,
-            norm_after_backward=sum(v * v for v in self._after_backward.values()) ** 0.5))
+            grads_none=none, grads_zero=zero, grads_nonfinite=bad,
+            norm_at_step=sum(v * v for v in at_step.values()) ** 0.5,
+            norm_after_backward=sum(v * v for v in self._after_backward.values()) ** 0.5,
+            grad_norms=at_step,
+            grad_abs_mean=sum(abs_sums.values()) / numel if abs_sums and numel else None))
         self._after_backward = {}
         self._event("S")
         self.since_step = []
 
     def _step_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         record = self.steps[-1]
+        nonzero: set[str] = set()
         for p in self.opt_params():
             name = self.name(p)
-            before = self._before.pop(name, None)
             grad = p.grad
             if grad is None:
                 self.snapshots.pop(name, None)
                 continue
             seen = self._at_step.get(name)
-            norm = seen.norm if seen is not None and seen.still(grad) else _norm(grad)
-            nonzero = norm != 0.0 or bool(_values(grad).any())  # NaN counts as nonzero, as in `Tensor.any`
-            if before is not None and nonzero and torch.equal(before, p.detach()):
-                record.unchanged.append(name)
-            if nonzero:
-                self.snapshots[name] = _GradSeen(grad, grad._version, norm)
+            value = seen.norm if seen is not None and seen.still(grad) else _scalar(grad)
+            if value != 0.0 or bool(values(grad).any()):  # NaN counts as nonzero, as in `Tensor.any`
+                nonzero.add(name)
+                self.snapshots[name] = _GradSeen(grad, grad._version, value)
             else:
                 self.snapshots.pop(name, None)
         self._at_step = {}
+        if self._before is not None:
+            params, before = self._before
+            self._before = None
+            moved = differences(params, before)
+            for p, value in zip(params, norms(moved, math.inf)):
+                self.pending.want(value, record.update_max, self.name(p))
+            if self.ratios:
+                for p, change, size in zip(params, norms(moved), norms(before)):
+                    self.pending.want(change / size.clamp_min(1e-12), record.update_ratio, self.name(p))
+        if record.index < self.watch_params:
+            params = [p for p in self.opt_params() if p.layout == torch.strided]
+            record.params_finite = True  # until the read-back says otherwise
+            for p, value in zip(params, norms(params, math.inf)):
+                self.pending.want(value, record.param_max, self.name(p))
+        self._unfinished.append((record, nonzero))
 
     # -- callbacks from the loss and clip wrappers ------------------------------------------
     def on_loss(self, kind: str, args: tuple, kwargs: dict, out: Any) -> None:
-        """Record one functional loss call."""
+        """Record one functional loss call (its value is read with the step's other values)."""
         inp = args[0] if args else kwargs["input"]
         target = args[1] if len(args) > 1 else kwargs.get("target")
         if not isinstance(inp, torch.Tensor):
             return
-        value = float(out.detach()) if isinstance(out, torch.Tensor) and out.numel() == 1 else None
-        self.losses.append(LossCall(kind, inp.detach(), target.detach() if isinstance(target, torch.Tensor) else None,
-                                    provenance(inp), value, self.phase))
+        kept = sum(c.input is not None for c in self.losses)
+        keep = (not self.steps or self.phase != "step") and kept < KEEP_LOSS_TENSORS
+        options = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor) and k not in ("input", "target")}
+        weighted = any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in ("input", "target")) or \
+            any(isinstance(a, torch.Tensor) for a in args[2:])
+        call = LossCall(kind, inp.detach() if keep else None,
+                        target.detach() if keep and isinstance(target, torch.Tensor) else None,
+                        provenance(inp), None, self.phase, len(self.steps), options, weighted)
+        self.losses.append(call)
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            self.pending.want(out.detach().reshape(()), call.__dict__, "value", source=out)
 
     def on_backward(self, root: torch.Tensor) -> None:
         """Record a backward() call of the step; a loss without a graph is recorded as a cut at once."""
