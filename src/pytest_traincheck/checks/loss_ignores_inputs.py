@@ -140,7 +140,7 @@ def constant_floor(rec: Record) -> Optional[float]:
         return None  # the step's loss is more than this one call (scaled, summed with other terms)
     options = call.options
     if options.get("reduction", "mean") != "mean" or options.get("label_smoothing", 0.0) or \
-            options.get("size_average") is not None or options.get("reduce") is not None:
+            options.get("size_average") is not None or options.get("reduce") is not None or "positional" in options:
         return None
     y, x = call.target.detach().double(), call.input.detach()
     if call.kind == "cross_entropy":

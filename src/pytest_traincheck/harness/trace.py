@@ -545,6 +545,8 @@ class Trace:
         kept = sum(c.input is not None for c in self.losses)
         keep = (not self.steps or self.phase != "step") and kept < KEEP_LOSS_TENSORS
         options = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor) and k not in ("input", "target")}
+        if len(args) > 2:
+            options["positional"] = len(args) - 2  # weight/reduction given by position: not interpreted
         weighted = any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in ("input", "target")) or \
             any(isinstance(a, torch.Tensor) for a in args[2:])
         call = LossCall(kind, inp.detach() if keep else None,
