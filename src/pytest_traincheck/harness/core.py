@@ -341,7 +341,7 @@ class Harness:
         self.data, self.training, self.seed = data, data.training, seed
         self.device = torch.device(device or data.training.device or "cpu")
         self.clock = Clock(budget)
-        # Set by the runner only for a TensorBoard log: sessions then record per-step series into it.
+        # Set by the runner only for a TensorBoard log: the series check fills it from the shared run.
         self.series: Optional[dict[str, list[float]]] = None
         self._batch: Any = None  # the fixed batch, on the device
 
@@ -448,17 +448,13 @@ class Harness:
         model = self.model()
         optimizer = self.optimizer(model)
         trace = Trace(model, optimizer, self.clock.check, track_updates=track_updates)
-        recorder = None
-        if self.series is not None:
-            from pytest_traincheck.harness.tensorboard import SeriesRecorder
-
-            recorder = SeriesRecorder(model, optimizer, self.series)
         try:
             yield Session(self, model, optimizer, trace)
         finally:
-            trace.close()
-            if recorder is not None:
-                recorder.close()
+            try:
+                trace.settle()  # values still on the device (a last backward's norms, loss values)
+            finally:
+                trace.close()
 
 
 def finite(value: Optional[float]) -> bool:

@@ -92,11 +92,15 @@ class Record:
         return None
 
     def series(self, steps: int) -> dict[str, list[float]]:
-        """Return per-parameter gradient norms and update ratios of the first ``steps`` steps (TensorBoard)."""
+        """Return per-parameter gradient norms, mean/max |grad| and update ratios of the first ``steps`` steps."""
         out: dict[str, list[float]] = {}
         for rec in self.steps[:steps]:
             for name, value in rec.grad_norms.items():
                 out.setdefault(f"grad_norm/{name}", []).append(value)
+            for name, value in rec.grad_abs_means.items():  # per-layer gradient flow of the HTML report
+                out.setdefault(f"grad_abs_mean/{name}", []).append(value)
+            for name, value in rec.grad_abs_maxes.items():
+                out.setdefault(f"grad_abs_max/{name}", []).append(value)
             for name, value in rec.update_ratio.items():
                 out.setdefault(f"update_ratio/{name}", []).append(value)
         return out

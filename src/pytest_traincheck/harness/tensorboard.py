@@ -1,22 +1,20 @@
 """TensorBoard output of a sanity run: the overfit loss curve, per-step gradient/update series, verdicts.
 
-Nothing here imports tensorboard until a log directory is given. `SeriesRecorder`
-is attached by the harness only when a run asked for series, so a run without
-``--train-sanity-logdir`` pays nothing.
+Nothing here imports tensorboard until a log directory is given. The series (gradient
+norms and update ratios per parameter and step) come from a shared training run that
+measured update ratios at every step, which is made only when a log directory is given,
+so a run without ``--train-sanity-logdir`` pays nothing.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
-
-import torch
-from torch import nn
+from typing import Any, Optional, Union
 
 from pytest_traincheck.harness.check import CheckResult, all_checks
 
-__all__ = ["SeriesRecorder", "TensorBoardLog", "TensorBoardMissing", "run_name"]
+__all__ = ["TensorBoardLog", "TensorBoardMissing", "run_name"]
 
 LOSS_TAG = "overfit/loss"
 INSTALL_HINT = "--train-sanity-logdir needs the `tensorboard` package: pip install tensorboard"
@@ -24,49 +22,6 @@ INSTALL_HINT = "--train-sanity-logdir needs the `tensorboard` package: pip insta
 
 class TensorBoardMissing(ImportError):
     """The `tensorboard` package (needed by torch's SummaryWriter) is not installed."""
-
-
-class SeriesRecorder:
-    """Record per-parameter gradient norms, mean and max |grad|, and update ratios ‖Δw‖/‖w‖ at every step."""
-
-    def __init__(self, model: nn.Module, optimizer: Any, series: dict[str, list[float]]) -> None:
-        self.series = series
-        series.clear()  # the last session of a check is the one its result describes
-        self.names = {id(p): n for n, p in model.named_parameters()}
-        self.optimizer = optimizer
-        self.before: dict[str, torch.Tensor] = {}
-        self._undo: list[Callable[[], None]] = [optimizer.register_step_pre_hook(self._pre).remove,
-                                                optimizer.register_step_post_hook(self._post).remove]
-
-    def close(self) -> None:
-        """Remove the hooks."""
-        while self._undo:
-            self._undo.pop()()
-
-    def _params(self) -> list[tuple[str, torch.Tensor]]:
-        return [(self.names[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]
-                if id(p) in self.names and p.grad is not None]
-
-    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        for name, p in self._params():
-            self.series.setdefault(f"grad_norm/{name}", []).append(float(p.grad.detach().float().norm()))
-            # The gradient-flow chart's per-layer mean and max |grad| (of the HTML report); a sparse
-            # gradient is measured by its stored values.
-            grad = p.grad.detach()
-            magnitude = (grad.coalesce().values() if grad.is_sparse else grad).float().abs()
-            if magnitude.numel():
-                self.series.setdefault(f"grad_abs_mean/{name}", []).append(float(magnitude.mean()))
-                self.series.setdefault(f"grad_abs_max/{name}", []).append(float(magnitude.max()))
-            self.before[name] = p.detach().clone()
-
-    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        for name, p in self._params():
-            before = self.before.pop(name, None)
-            if before is not None:
-                delta = float((p.detach() - before).float().norm())
-                ratio = delta / max(float(before.float().norm()), 1e-12)
-                self.series.setdefault(f"update_ratio/{name}", []).append(ratio)
-        self.before.clear()
 
 
 _RUN = re.compile(r".+-seed\d+(?:-run(\d+))?")

@@ -99,6 +99,8 @@ class StepRecord:
     unchanged: list[str] = field(default_factory=list)  # nonzero grad, same value after step
     grad_norms: dict[str, float] = field(default_factory=dict)  # per parameter, at the step
     grad_abs_mean: Optional[float] = None  # mean |g| over every gradient entry (watched steps)
+    grad_abs_means: dict[str, float] = field(default_factory=dict)  # per parameter (with ratios=True)
+    grad_abs_maxes: dict[str, float] = field(default_factory=dict)  # per parameter (with ratios=True)
     params_finite: Optional[bool] = None  # every parameter finite after the step (watched steps)
     update_max: dict[str, float] = field(default_factory=dict)  # max |change| per parameter (tracked steps)
     update_ratio: dict[str, float] = field(default_factory=dict)  # |change| / |before| (with ratios=True)
@@ -463,9 +465,13 @@ class Trace:
         for (name, _, _), value in zip(graded, norms([g for _, _, g in graded])):
             self.pending.want(value, at_step, name)
         abs_sums: dict[str, float] = {}
-        if index < self.watch_params:
+        maxes: dict[str, float] = {}
+        if index < self.watch_params or self.ratios:
             for (name, _, _), value in zip(graded, norms([g for _, _, g in graded], 1.0)):
                 self.pending.want(value, abs_sums, name)
+        if self.ratios:  # per-layer mean and max |grad| for the reports
+            for (name, _, _), value in zip(graded, norms([g for _, _, g in graded], math.inf)):
+                self.pending.want(value, maxes, name)
         self.settle()
         zero, bad = [], []
         self._at_step = {}
@@ -488,7 +494,8 @@ class Trace:
             cut = graph_cut(root, {id(p) for p in self.opt_params()}, len(self.steps))
             if cut is not None:
                 self.cuts.append(cut)
-        numel = sum(values(g).numel() for _, _, g in graded)
+        sizes = {name: values(g).numel() for name, _, g in graded}
+        numel = sum(sizes.values())
         self.steps.append(StepRecord(
             index=index, had_backward=last_b >= 0,
             closure=any(callable(a) for a in args if a is not optimizer) or callable(kwargs.get("closure")),
@@ -497,7 +504,9 @@ class Trace:
             norm_at_step=sum(v * v for v in at_step.values()) ** 0.5,
             norm_after_backward=sum(v * v for v in self._after_backward.values()) ** 0.5,
             grad_norms=at_step,
-            grad_abs_mean=sum(abs_sums.values()) / numel if abs_sums and numel else None))
+            grad_abs_mean=sum(abs_sums.values()) / numel if abs_sums and numel else None,
+            grad_abs_means={n: v / sizes[n] for n, v in abs_sums.items() if sizes[n]} if self.ratios else {},
+            grad_abs_maxes={n: v for n, v in maxes.items() if sizes[n]}))
         self._after_backward = {}
         self._event("S")
         self.since_step = []
