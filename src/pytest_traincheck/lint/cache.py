@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import fields
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from pytest_traincheck import __version__
 from pytest_traincheck.lint.findings import Finding
-from pytest_traincheck.lint.project import Condition, FileFacts
+from pytest_traincheck.lint.project import ClassFacts, Condition, FileFacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.lint.engine import FileResult, Settings
@@ -25,10 +27,26 @@ if TYPE_CHECKING:  # pragma: no cover
 CACHE_DIR_NAME = ".traincheck_cache"
 
 
+@lru_cache(maxsize=1)
+def installed_torch() -> str:
+    """Return the installed torch's version, read from its metadata (torch is not imported)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch")
+    except Exception:  # not installed, or broken metadata
+        return "none"
+
+
 def entry_key(shown: str, data: bytes, settings: "Settings") -> str:
-    """Return the cache key of one file under these settings."""
+    """Return the cache key of one file under these settings.
+
+    TRN208 looks names missing from its shipped table up in the installed torch, so with it
+    enabled the key holds that torch's version: upgrading torch invalidates those entries.
+    """
     digest = hashlib.sha256()
-    for part in (__version__, shown, repr(settings.signature())):
+    torch = installed_torch() if "TRN208" in settings.codes else ""
+    for part in (__version__, shown, repr(settings.signature()), torch):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     digest.update(data)
@@ -39,20 +57,69 @@ def _entry_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / __version__ / key[:2] / f"{key}.json"
 
 
-def load(cache_dir: Path, key: str) -> Optional["FileResult"]:
-    """Return the cached result, or None when missing or unreadable."""
+class BadEntry(ValueError):
+    """A cache entry that is valid JSON of the wrong shape."""
+
+
+# The field types of the cached dataclasses, as their annotations spell them.
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int,
+    "bool": lambda v: type(v) is bool,
+    "Optional[str]": lambda v: v is None or isinstance(v, str),
+    "Optional[int]": lambda v: v is None or type(v) is int,
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], data: object) -> _T:
+    """Rebuild a dataclass from a JSON object, checking every field's type."""
+    if not isinstance(data, dict):
+        raise BadEntry(f"{cls.__name__}: not an object")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for name, value in data.items():
+        spec = known.get(name)
+        if spec is None or not _CHECKS[str(spec.type)](value):
+            raise BadEntry(f"{cls.__name__}.{name}: wrong type")
+    return cls(**data)
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadEntry("not a list")
+    return value
+
+
+def decode(raw: object) -> "FileResult":
+    """Rebuild a result from an entry's JSON, refusing any part of the wrong shape."""
     from pytest_traincheck.lint.engine import FileResult
 
+    if not isinstance(raw, dict) or set(raw) != {"path", "findings", "deferred", "facts", "internal_error"}:
+        raise BadEntry("not an entry")
+    path, facts, internal_error = raw["path"], raw["facts"], raw["internal_error"]
+    if not isinstance(path, str) or not isinstance(facts, dict) or type(internal_error) is not bool:
+        raise BadEntry("wrong entry fields")
+    findings = [_build(Finding, f) for f in _list(raw["findings"])]
+    deferred = []
+    for pair in _list(raw["deferred"]):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise BadEntry("deferred: not a pair")
+        deferred.append((_build(Finding, pair[0]), _build(Condition, pair[1])))
+    classes = {}
+    for name, values in facts.items():
+        classes[name] = _build(ClassFacts, values)
+    if any(f.path != path for f in findings) or any(f.path != path for f, _ in deferred):
+        raise BadEntry("a finding of another file")
+    return FileResult(path=path, findings=findings, deferred=deferred, facts=FileFacts(classes),
+                      internal_error=internal_error)
+
+
+def load(cache_dir: Path, key: str) -> Optional["FileResult"]:
+    """Return the cached result, or None when missing, unreadable or of the wrong shape (a miss)."""
     try:
-        raw = json.loads(_entry_path(cache_dir, key).read_text(encoding="utf-8"))
-        return FileResult(
-            path=raw["path"],
-            findings=[Finding(**f) for f in raw["findings"]],
-            deferred=[(Finding(**f), Condition(**c)) for f, c in raw["deferred"]],
-            facts=FileFacts.from_dict(raw["facts"]),
-            internal_error=raw["internal_error"],
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        return decode(json.loads(_entry_path(cache_dir, key).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError):
         return None
 
 
