@@ -36,6 +36,7 @@ __all__ = ["backend_for", "effective_world_size", "launch", "set_world_size"]
 GRACE = 1.0  # seconds the other ranks get to report their own error once one rank failed
 _WORLD_OVERRIDE: Optional[int] = None  # --train-sanity-world-size
 _PR_SET_PDEATHSIG = 1
+_GROUP_USED = False  # a world-of-one group ran in this process since the last launch
 
 
 def set_world_size(world_size: Optional[int]) -> None:
@@ -72,7 +73,16 @@ def launch(check: DistributedCheck, h: Harness) -> CheckResult:
             return check.result(Verdict.ERROR, "setup error: CUDA is already initialised in this process, so the "
                                 f"ranks must be spawned and the setup pickled, which fails ({exc}); declare the "
                                 "setup's factories as module-level functions")
+    import gc
+
     import torch.nn.parallel.distributed  # noqa: F401 - imported once here, inherited by every forked rank
+
+    # DDP models left from the single-process checks keep their world-of-one group (and gloo's worker
+    # threads) alive until collected; a rank forked while they live can hang, so free them first.
+    global _GROUP_USED
+    if _GROUP_USED:
+        gc.collect()
+        _GROUP_USED = False
 
     ctx = multiprocessing.get_context(method)
     with tempfile.TemporaryDirectory(prefix="traincheck-ddp-") as tmp:
@@ -280,13 +290,8 @@ def single_rank(training: Any) -> Iterator[None]:
     if training is None or effective_world_size(training) < 2 or not dist.is_available() or dist.is_initialized():
         yield
         return
-    try:
-        with tempfile.TemporaryDirectory(prefix="traincheck-rank0-") as tmp:
-            with process_group("gloo", os.path.join(tmp, "store"), 0, 1, 60.0):
-                yield
-    finally:
-        # DDP models built in the group keep it (and gloo's worker threads) alive; a rank forked later
-        # while they live can hang, so free them now.
-        import gc
-
-        gc.collect()
+    global _GROUP_USED
+    _GROUP_USED = True
+    with tempfile.TemporaryDirectory(prefix="traincheck-rank0-") as tmp:
+        with process_group("gloo", os.path.join(tmp, "store"), 0, 1, 60.0):
+            yield

@@ -1,0 +1,1 @@
+"""A small DistributedDataParallel training project that traincheck has nothing to say about."""
