@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,3 +164,37 @@ def test_plugin_option_runs_the_distributed_checks(pytester: pytest.Pytester) ->
     bad = pytester.runpytest_subprocess("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-world-size", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     assert "--train-sanity-world-size: world size must be an int >= 1" in bad.stderr.str()
+
+
+DDP_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_clean_ddp_example_passes_every_distributed_check_strictly(world: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(DDP_EXAMPLE))
+    from ddp_example.train import make_training
+
+    training = make_training()
+    training.world_size = world
+    report = run_checks(training, select=["TRN7"], strict=True)
+    assert [r.code for r in report.results] == ["TRN701", "TRN702", "TRN703", "TRN704", "TRN705", "TRN706"]
+    assert all(r.verdict is Verdict.PASS for r in report.results), report.describe_problems()
+    assert all(r.evidence["world_size"] == world for r in report.results)
+
+
+@pytest.mark.slow
+def test_the_ddp_example_through_pytest_one_item_per_check(pytester: pytest.Pytester) -> None:
+    shutil.copytree(DDP_EXAMPLE / "ddp_example", pytester.path / "ddp_example")
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["ddp_example.train:make_training"]\n')
+    result = pytester.runpytest_subprocess("--train-sanity", "--train-sanity-strict", "--train-sanity-select", "TRN7",
+                                           "-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*traincheck::ddp-example::TRN701-replicas-diverge PASSED*"])
+
+
+def test_the_ddp_example_lints_clean_with_every_distributed_rule() -> None:
+    done = subprocess.run([sys.executable, "-m", "pytest_traincheck", "lint", "--isolated", "--extend-select", "TRN714",
+                           str(DDP_EXAMPLE)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
