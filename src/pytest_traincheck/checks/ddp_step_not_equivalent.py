@@ -51,8 +51,10 @@ class DdpStepNotEquivalent(DistributedCheck):
                lambda: dx.setup(step=dx.step_accumulating),
                lambda: dx.setup(model=lambda: ex.MLP(dropout=0.3), optimizer=lambda p: torch.optim.SGD(
                    p, lr=0.1, momentum=0.9)),
-               lambda: dx.setup(model=dx.ddp_model, step=None))
+               lambda: dx.setup(model=dx.ddp_model, step=None),
+               lambda: dx.dict_setup(3))
     FAILING = (lambda: dx.setup(step=dx.step_loss_over_world),
+               lambda: dx.dict_setup(step=dx.dict_step_loss_over_world),
                lambda: dx.setup(3, step=dx.step_loss_over_world),
                lambda: dx.setup(step=dx.step_never_syncing),
                lambda: dx.setup(step=dx.step_grads_scaled_per_rank))

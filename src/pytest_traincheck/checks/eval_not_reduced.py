@@ -6,12 +6,11 @@ import math
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pytest_traincheck.harness import ddp_examples as dx
 from pytest_traincheck.harness.check import CheckResult
 from pytest_traincheck.harness.core import call_user
-from pytest_traincheck.harness.ranks import DistributedCheck, Rank, state, unwrap
+from pytest_traincheck.harness.ranks import DistributedCheck, Rank, once_loader, state, unwrap
 from pytest_traincheck.harness.spec import SetupError
 
 TOLERANCE = 1e-4  # relative
@@ -79,13 +78,10 @@ class EvalNotReduced(DistributedCheck):
         if r.training.rank_eval_data is not None:
             r.where("`rank_eval_data()`")
             return call_user("`rank_eval_data()`", r.training.rank_eval_data)
-        x, y = r.h.eval_batch()
-        per = len(x) // (world or r.world)
-        if per < 1:
-            raise SetupError(f"the evaluation batch has {len(x)} samples, fewer than the ranks: raise `batch_size`")
-        ds = TensorDataset(x[:per * (world or r.world)], y[:per * (world or r.world)])
-        sampler = DistributedSampler(ds, num_replicas=r.world, rank=r.rank, shuffle=False)
-        return DataLoader(ds, batch_size=per, sampler=sampler)
+        batch = r.h.eval_batch()
+        if world is not None:  # the single-process reference: every rank's shard together
+            return once_loader(r.whole(world, batch))
+        return once_loader(r.shard(batch))
 
     def conclude(self, evidence: list[Any], reference: Any, world: int) -> CheckResult:
         ref, again = reference

@@ -44,7 +44,8 @@ class ReplicasDiverge(DistributedCheck):
     PASSING = (lambda: dx.setup(), lambda: dx.setup(3),
                lambda: dx.setup(model=lambda: ex.MLP(batchnorm=True, dropout=0.2)),
                lambda: dx.setup(step=dx.step_accumulating, optimizer=ex.adam()),
-               lambda: dx.setup(model=dx.ddp_model, step=None))
+               lambda: dx.setup(model=dx.ddp_model, step=None),
+               lambda: dx.dict_setup(step=None))
     FAILING = (lambda: dx.setup(step=dx.step_never_syncing),
                lambda: dx.setup(3, step=dx.step_on_rank_zero_only),
                lambda: dx.setup(model=dx.ddp_without_buffer_broadcast),
@@ -56,7 +57,7 @@ class ReplicasDiverge(DistributedCheck):
         for _ in range(STEPS):
             r.step(model, optimizer, batch)
         r.where("DDP's buffer broadcast")
-        sync_buffers(model, batch[0])
+        sync_buffers(model, r.h, batch)
         return state(model)
 
     def conclude(self, evidence: list[Any], reference: Any, world: int) -> CheckResult:

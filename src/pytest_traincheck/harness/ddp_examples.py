@@ -260,3 +260,38 @@ def load_stripping_prefix(model: nn.Module, optimizer: Any, path: str) -> None:
     consume_prefix_in_state_dict_if_present(checkpoint["model"], "module.")
     unwrap(model).load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
+
+
+# -- dict batches ----------------------------------------------------------------------------------------
+class KeywordMLP(ex.MLP):
+    """The MLP called with a keyword, as models fed dict batches are."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(features)
+
+
+def dict_step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
+    """The reference step on a dict batch."""
+    optimizer.zero_grad()
+    loss = loss_fn(model(features=batch["features"]), batch["label"])
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def dict_step_loss_over_world(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
+    """The dict-batch step dividing its loss by the world size under DDP."""
+    optimizer.zero_grad()
+    loss = loss_fn(model(features=batch["features"]), batch["label"]) / dist.get_world_size()  # noqa: TRN715
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def dict_setup(world_size: int = 2, **overrides: Any) -> Training:
+    """A correct setup whose batches are dicts (`{"features": x, "label": y}`)."""
+    x, y = ex.blobs()
+    fields: dict[str, Any] = dict(model=KeywordMLP, data=[{"features": x, "label": y}], step=dict_step,
+                                  inputs="features", targets="label")
+    fields.update(overrides)
+    return setup(world_size, **fields)

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, SetupData, call_user, isolated
-from pytest_traincheck.harness.session import textbook_step
+from pytest_traincheck.harness.session import _textbook
 from pytest_traincheck.harness.spec import SetupError
 
-__all__ = ["DistributedCheck", "Rank", "first_difference", "run_rank", "state", "sync_buffers", "unwrap"]
+__all__ = ["DistributedCheck", "Rank", "first_difference", "once_loader", "run_rank", "state", "sync_buffers", "unwrap"]
 
 NOT_DISTRIBUTED = ("single-process setup: declare `Training(world_size=2, ...)` or run with "
                    "--train-sanity-world-size 2 to check it on several ranks")
@@ -85,39 +86,42 @@ class Rank:
         self.where("the `optimizer` factory")
         return model, self.h.optimizer(model)
 
-    def shard(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return this rank's equal slice of the fixed batch, on the device."""
-        x, y = self.h.batch()
-        per = len(x) // self.world
-        if per < 1:
-            raise SetupError(f"the fixed batch has {len(x)} samples, fewer than the {self.world} ranks: "
-                             "raise `batch_size` (or the data's batch size)")
-        return x[self.rank * per:(self.rank + 1) * per], y[self.rank * per:(self.rank + 1) * per]
+    def shard(self, batch: Any = None) -> Any:
+        """Return this rank's equal slice of the fixed batch (or of ``batch``), on the device."""
+        batch = self.h.batch() if batch is None else batch
+        per = self._per_rank(batch, self.world)
+        return _rows(batch, self.rank * per, (self.rank + 1) * per, tb.batch_size(batch))
 
-    def whole(self, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def whole(self, world: int, batch: Any = None) -> Any:
         """Return the concatenation of the ``world`` ranks' shards (the fixed batch, cut to a multiple)."""
-        x, y = self.h.batch()
-        per = len(x) // world
-        return x[:per * world], y[:per * world]
+        batch = self.h.batch() if batch is None else batch
+        return _rows(batch, 0, self._per_rank(batch, world) * world, tb.batch_size(batch))
 
-    def step(self, model: nn.Module, optimizer: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    @staticmethod
+    def _per_rank(batch: Any, world: int) -> int:
+        samples = tb.batch_size(batch) or 0
+        if samples < world:
+            raise SetupError(f"the fixed batch has {samples} samples, fewer than the {world} ranks: "
+                             "raise `batch_size` (or the data's batch size)")
+        return samples // world
+
+    def step(self, model: nn.Module, optimizer: Any, batch: Any) -> None:
         """Run the user's step (or train_epoch over one batch, or the textbook step) once on ``batch``."""
         t = self.training
         self.where("the training step")
         if t.train_epoch is not None:
-            loader = DataLoader(TensorDataset(*batch), batch_size=len(batch[0]))
-            call_user("the `train_epoch` function", t.train_epoch, model, loader, optimizer, t.loss_fn)
+            call_user("the `train_epoch` function", t.train_epoch, model, once_loader(batch), optimizer, t.loss_fn)
         elif t.step is not None:
             call_user("the `step` function", t.step, model, batch, optimizer, t.loss_fn)
         else:
-            call_user("the textbook step", textbook_step, model, batch, optimizer, t.loss_fn)
+            call_user("the textbook step", _textbook(self.h), model, batch, optimizer, t.loss_fn)
 
     def path(self, name: str) -> str:
         """Return a path in the directory every rank shares."""
         return os.path.join(self.tmp, name)
 
 
-def sync_buffers(model: nn.Module, inputs: torch.Tensor) -> None:
+def sync_buffers(model: nn.Module, h: Harness, batch: Any) -> None:
     """Let DDP broadcast rank 0's buffers, as it does at the start of every training forward.
 
     Buffers such as BatchNorm's running statistics legitimately differ right after a step
@@ -133,10 +137,22 @@ def sync_buffers(model: nn.Module, inputs: torch.Tensor) -> None:
     model.eval()
     try:
         with torch.enable_grad():
-            model(inputs)
+            h.forward(model, batch)
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def _rows(batch: Any, start: int, stop: int, samples: Optional[int]) -> Any:
+    """Slice every per-sample tensor of ``batch`` (first dimension ``samples``) to rows [start, stop)."""
+    return tb.tree_map(lambda t: t[start:stop] if t.ndim >= 1 and t.shape[0] == samples else t, batch)
+
+
+def once_loader(batch: Any) -> DataLoader:
+    """A loader yielding ``batch`` once, shaped as given (for `train_epoch`)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
+        return DataLoader(TensorDataset(*batch), batch_size=len(batch[0]))
+    return DataLoader([batch], batch_size=None)
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
