@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import re
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from pytest_traincheck import cli
 
 DEPRECATED = "import torch\ntorch.nn.utils.clip_grad_norm(model.parameters(), 1.0)\n"
 FIXED = "import torch\ntorch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
@@ -37,26 +34,15 @@ def lint(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProc
     return proc
 
 
-Runner = Callable[..., subprocess.CompletedProcess]  # type: ignore[type-arg]
+from tests.conftest import Runner
 
 
 @pytest.fixture()
-def tc(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
-    """Run ``traincheck lint --no-cache ARGS`` in this process, with the same checks as ``lint``."""
+def tc(lint_runner: Runner) -> Runner:
+    """Run ``traincheck lint --no-cache ARGS`` in this process."""
+    return lint_runner
 
-    def runner(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-        capsys.readouterr()
-        try:
-            code = cli.main(["lint", "--no-cache", *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err and "internal error" not in err, err
-        return subprocess.CompletedProcess(list(args), code, out, err)
 
-    return runner
 
 
 def only_finding(proc: subprocess.CompletedProcess[str]) -> str:

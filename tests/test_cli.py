@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 
-from pytest_traincheck import __version__, cli
+from pytest_traincheck import __version__
 
 DEPRECATED = "import torch\ntorch.nn.utils.clip_grad_norm(model.parameters(), 1.0)\n"
 FIXED = "import torch\ntorch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
@@ -33,26 +31,15 @@ def lint(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Complete
     return run("lint", "--no-cache", *args, cwd=cwd, stdin=stdin)
 
 
-Runner = Callable[..., subprocess.CompletedProcess]  # type: ignore[type-arg]
+from tests.conftest import Runner
 
 
 @pytest.fixture()
-def tc(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
-    """Run ``traincheck ARGS`` in this process (fast): returns what a subprocess run would."""
+def tc(traincheck: Runner) -> Runner:
+    """Run ``traincheck ARGS`` in this process."""
+    return traincheck
 
-    def runner(*args: str, cwd: Path, stdin: Optional[str] = None) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
-        capsys.readouterr()
-        try:
-            code = cli.main(list(args))
-        except SystemExit as exc:  # argparse's own exits (usage errors, --version)
-            code = exc.code if isinstance(exc.code, int) else 2
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err)
 
-    return runner
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_rule_table_is_current() -> None:
     text = README.read_text(encoding="utf-8")
-    assert text == readme_with_table(text), "README rule table is stale: run `python -m pytest_traincheck.lint.docs README.md`"
+    assert text == readme_with_table(text), "README rule table is stale: run `python scripts/regenerate.py`"
 
 
 def test_check_manifest_matches_the_checks() -> None:
@@ -24,7 +24,7 @@ def test_check_manifest_matches_the_checks() -> None:
     from pytest_traincheck.harness import manifest
 
     assert manifest.render(manifest.build()) == manifest.MANIFEST.read_text(encoding="utf-8"), \
-        "harness/data/checks.json is stale: run `python -m pytest_traincheck.harness.manifest`"
+        "harness/data/checks.json is stale: run `python scripts/regenerate.py`"
 
 
 RULE_SECTIONS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead")

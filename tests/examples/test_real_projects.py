@@ -15,14 +15,6 @@ from pytest_traincheck.harness.runner import run_checks
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture()
 def hf_text() -> Iterator[Any]:
     sys.path.insert(0, str(EXAMPLES / "hf_text"))

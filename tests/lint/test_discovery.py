@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import pytest
 
-from pytest_traincheck import cli
 from pytest_traincheck.config import DEFAULT_EXCLUDES
 from pytest_traincheck.lint.discovery import PathError, discover, display_path
 
 DEPRECATED = "import torch\ntorch.nn.utils.clip_grad_norm(model.parameters(), 1.0)\n"
 
-Runner = Callable[..., subprocess.CompletedProcess]  # type: ignore[type-arg]
+from tests.conftest import Runner
 
 
 @pytest.fixture()
-def tc(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
+def tc(lint_runner: Runner) -> Runner:
     """Run ``traincheck lint --no-cache ARGS`` in this process."""
+    return lint_runner
 
-    def runner(*args: str, cwd: Path, stdin: Optional[str] = None) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8"))
-        capsys.readouterr()
-        try:
-            code = cli.main(["lint", "--no-cache", *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err)
 
-    return runner
 
 
 def _tree(root: Path, *names: str) -> None:

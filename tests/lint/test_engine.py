@@ -117,7 +117,7 @@ def test_a_parameter_shadows_an_imported_module() -> None:
 def test_rule_manifest_matches_the_registry() -> None:
     """The manifest the warm path reads instead of importing the rules is up to date."""
     assert manifest.rule_defaults() == manifest.build(), (
-        "src/pytest_traincheck/lint/data/rules.json is stale: run `python -m pytest_traincheck.lint.manifest`"
+        "src/pytest_traincheck/lint/data/rules.json is stale: run `python scripts/regenerate.py`"
     )
 
 

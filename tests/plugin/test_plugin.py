@@ -74,8 +74,7 @@ def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
     assert data["meta"]["seed"] == 0 and len(data["results"]) == 4
 
 
-def test_conftest_fixture_setups_select_strict_and_xdist(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest('''
+FIXTURE_CONFTEST = '''
 import pytest, torch
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.checks.bias_before_batchnorm import BiasBeforeBatchNorm
@@ -84,11 +83,21 @@ torch.set_num_threads(1)
 @pytest.fixture
 def train_sanity_trainings():
     return [ex.setup("fx"), BiasBeforeBatchNorm.FAILING[0]()]
-''')
+'''
+
+
+@pytest.mark.slow
+def test_conftest_fixture_setups_under_xdist(pytester: pytest.Pytester) -> None:
+    """The nested pytest -n 2 run (two worker processes import torch): the slow half."""
+    pytester.makeconftest(FIXTURE_CONFTEST)
     result = pytester.runpytest_subprocess("--train-sanity", "-p", "no:cacheprovider", "-n", "2",
                                            "--train-sanity-select", "TRN202,TRN101")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*WARN example::TRN202-bias-before-batchnorm: `0` has a bias*"])
+
+
+def test_conftest_fixture_setups_select_and_strict(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FIXTURE_CONFTEST)
     strict = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-strict",
                                 "--train-sanity-select", "TRN202")
     strict.assert_outcomes(failed=1)
