@@ -60,11 +60,14 @@ def _stdin_lint(args: argparse.Namespace, config: object) -> int:
     result = engine.lint_bytes(shown, data, settings)
     summary = LintSummary(findings=engine.settle([result]), files_checked=1, fixed=result.fixed)
     if args.fix and not args.diff:
-        # With --fix on stdin, the fixed code goes to stdout, like ruff and black.
-        sys.stdout.write(result.fixed_source if result.fixed_source is not None else data.decode("utf-8", "replace"))
+        # With --fix on stdin, the fixed code goes to stdout, like ruff and black: the bytes file
+        # --fix would write (its encoding, BOM and line endings).
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data if result.fixed_source is None else result.fixed_source.encode(result.encoding))
+        sys.stdout.flush()
         return EXIT_CLEAN
     if args.diff:
-        _print_diff(shown, data.decode("utf-8", "replace"), result.fixed_source)
+        _print_diff(shown, data, result.fixed_source, result.encoding)
         return _diff_exit(args, bool(result.fixed_source), summary.findings)
     sys.stdout.write(render(summary, args.output_format, _format_options(args, {shown: data.decode("utf-8", "replace")})))
     return EXIT_FINDINGS if summary.findings and not args.exit_zero else EXIT_CLEAN
@@ -87,12 +90,21 @@ def _diff_exit(args: argparse.Namespace, fixes: bool, remaining: Sequence[object
     return EXIT_FINDINGS if fixes or remaining else EXIT_CLEAN
 
 
-def _print_diff(shown: str, old: str, new: Optional[str]) -> None:
-    if new is None or new == old:
+def _print_diff(shown: str, old_bytes: bytes, new: Optional[str], encoding: str = "utf-8") -> None:
+    """Print a patch that turns the file's bytes into what --fix writes (same encoding and line endings)."""
+    if new is None:
         return
-    sys.stdout.writelines(
-        difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{shown}", f"b/{shown}")
-    )
+    # A BOM stays a character of the first line, so that the patch's context matches the file.
+    bom = encoding.lower().replace("_", "-") in ("utf-8-sig", "utf8-sig")
+    text_encoding = "utf-8" if bom else encoding
+    old = old_bytes.decode(text_encoding, "replace")
+    new = ("\ufeff" if bom else "") + new
+    if new == old:
+        return
+    lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{shown}", f"b/{shown}")
+    sys.stdout.flush()
+    sys.stdout.buffer.write("".join(lines).encode(text_encoding, "replace"))
+    sys.stdout.flush()
 
 
 def _load_config(args: argparse.Namespace, paths: Sequence[Path]) -> object:
@@ -125,6 +137,7 @@ def _run_lint(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     jobs = args.jobs or engine.default_jobs()
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / ".traincheck_cache")  # type: ignore[attr-defined]
+    unwritten = False
     summary, results, by_name = engine.lint_paths(paths, config, fix=args.fix or args.diff,  # type: ignore[arg-type]
                                                   unsafe_fixes=args.unsafe_fixes, jobs=jobs, cache_dir=cache_dir)
     for result in results:
@@ -132,11 +145,16 @@ def _run_lint(args: argparse.Namespace) -> int:
             continue
         path = by_name[result.path]
         if args.diff:
-            _print_diff(result.path, path.read_text(encoding="utf-8", errors="replace"), result.fixed_source)
-        else:
-            from pytest_traincheck.lint.fixer import write_atomic  # only a run that fixed something loads libcst
+            _print_diff(result.path, path.read_bytes(), result.fixed_source, result.encoding)
+            continue
+        from pytest_traincheck.lint.fixer import write_atomic  # only a run that fixed something loads libcst
 
+        try:
             write_atomic(path, result.fixed_source, result.encoding)
+        except OSError as exc:  # read-only, or a folder we cannot create the temporary file in
+            print(f"traincheck: error: {result.path}: cannot write the fixes: {exc.strerror}", file=sys.stderr)
+            summary.fixed -= result.fixed
+            unwritten = True
     if args.diff:
         return _diff_exit(args, bool(summary.fixed), summary.findings)
     sources = None
@@ -145,7 +163,7 @@ def _run_lint(args: argparse.Namespace) -> int:
     elif args.output_format == "junit":
         sources = {shown: "" for shown in by_name}  # one test case per linted file, clean ones too
     sys.stdout.write(render(summary, args.output_format, _format_options(args, sources)))
-    if summary.internal_errors:
+    if summary.internal_errors or unwritten:
         return EXIT_ERROR
     return EXIT_FINDINGS if summary.findings and not args.exit_zero else EXIT_CLEAN
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -47,13 +48,20 @@ def apply(module: cst.Module, findings: Sequence[RawFinding]) -> Optional[str]:
 
 
 def write_atomic(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a torn one."""
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a torn one.
+
+    A symlink is followed: the file it points to is replaced, the link stays. A file without
+    write permission is refused (``PermissionError``), even for root.
+    """
     data = text.encode(encoding)
+    path = Path(os.path.realpath(path))
     mode = None
     try:
         mode = os.stat(path).st_mode & 0o7777
     except OSError:
         pass
+    if mode is not None and (not mode & 0o222 or not os.access(path, os.W_OK)):
+        raise PermissionError(errno.EACCES, "read-only file; not fixed", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".traincheck.tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
