@@ -7,7 +7,6 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, UserCodeError
@@ -108,25 +107,22 @@ class GraphCutBeforeLoss(Check):
                lambda: ex.setup(step=_through_data), lambda: ex.setup(step=_forward_no_grad))
 
     def run(self, h: Harness) -> CheckResult:
+        rec = h.record(raise_error=False)  # the shared run records every backward() and the graph it saw
         error: Optional[UserCodeError] = None
-        outputs: list[bool] = []
-        with h.session() as s:
-            handle = s.model.register_forward_hook(lambda m, a, out: outputs.append(_requires_grad(out)))
-            try:
-                s.train(STEPS)
-            except UserCodeError as exc:
-                error = exc  # a loss without a graph makes backward() raise: say why first
-            finally:
-                handle.remove()
-            trace = s.trace
-            missing = [trace.name(p) for p in trace.opt_params() if p.requires_grad]
-        if trace.cuts:
-            return self._fail(trace.cuts[0], missing, outputs, error)
+        if rec.error is not None and len(rec.losses) < STEPS:
+            if not isinstance(rec.error, UserCodeError):
+                raise rec.error
+            error = rec.error  # a loss without a graph makes backward() raise: say why first
+        outputs = [f.output_grad for f in rec.forwards if f.phase == "step" and f.output_grad is not None]
+        trainable = set(rec.trainable)
+        missing = [n for n in rec.optimized if n in trainable]
+        if rec.cuts:
+            return self._fail(rec.cuts[0], missing, outputs, error)
         if error is not None:
             raise error
-        if not trace.backward_calls:
+        if not rec.backward_calls:
             return self.skipped("the training step never called backward()")
-        return self.passed(f"{trace.backward_calls} backward() call(s) reached the parameters")
+        return self.passed(f"{rec.backward_calls} backward() call(s) reached the parameters")
 
     def _fail(self, cut: GraphCut, missing: list[str], outputs: list[bool],
               error: Optional[UserCodeError]) -> CheckResult:
@@ -155,8 +151,3 @@ class GraphCutBeforeLoss(Check):
         return self.failed(f"at step {cut.step + 1}, {what}{raised}: {how}. None of the {len(missing)} trainable "
                            f"parameters ({shown}) got a gradient", step=cut.step + 1, cut=cut.kind,
                            params_without_grad=len(missing), first_param=missing[0] if missing else "")
-
-
-def _requires_grad(out: Any) -> bool:
-    t = tb.logits_of(out)
-    return bool(t is not None and t.requires_grad)

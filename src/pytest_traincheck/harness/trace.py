@@ -54,6 +54,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.reduce import Pending, copies, differences, norm, norms, values
 
 LOSS_FUNCTIONS: dict[Any, str] = {
@@ -199,6 +200,7 @@ class ForwardRecord:
     root_training: bool
     train_modules: list[str]
     eval_modules: list[str]
+    output_grad: Optional[bool] = None  # the output (its logits) required grad; None: not seen yet
 
 
 class _Taps:
@@ -378,6 +380,7 @@ class Trace:
         self._undo.append(self.optimizer.register_step_pre_hook(self._step_pre).remove)
         self._undo.append(self.optimizer.register_step_post_hook(self._step_post).remove)
         self._undo.append(self.model.register_forward_pre_hook(self._forward_pre).remove)
+        self._undo.append(self.model.register_forward_hook(self._forward_post).remove)
         for owner in (self.optimizer, self.model):
             self._wrap_zero_grad(owner)
         _TAPS.add(self)
@@ -482,6 +485,11 @@ class Trace:
             self.phase, torch.is_grad_enabled(), module.training,
             [n for n, m in self.mode_modules if m.training],
             [n for n, m in self.mode_modules if not m.training]))
+
+    def _forward_post(self, module: nn.Module, args: Any, out: Any) -> None:
+        if self.phase != "harness" and self.forwards:
+            logits = tb.logits_of(out)
+            self.forwards[-1].output_grad = bool(logits is not None and logits.requires_grad)
 
     def _step_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.check_time()
