@@ -8,10 +8,10 @@ What it changes, exactly, while it is open:
 
 * hooks (public API) on the objects of this session only: a gradient hook and a
   post-accumulate-grad hook on every trainable parameter in the optimizer, the
-  optimizer's step pre/post hooks, and a forward pre-hook on the model;
+  optimizer's step pre/post hooks, and a forward pre- and post-hook on the model;
 * the ``zero_grad`` of this optimizer and this model, shadowed by an instance
   attribute (the class is untouched);
-* process-wide, shared by every open trace (`_Taps`): the functional losses
+* process-wide, shared by every open trace (`taps.TAPS`): the functional losses
   ``torch.nn.functional.{cross_entropy, nll_loss, binary_cross_entropy,
   binary_cross_entropy_with_logits, mse_loss}`` (the ``nn.*Loss`` modules call
   these), the clip functions ``torch.nn.utils.{clip_grad_norm_, clip_grad_value_,
@@ -22,9 +22,9 @@ What it changes, exactly, while it is open:
   skipped) that is bound to one of those functions, which is how a user's
   ``from torch.nn.functional import cross_entropy`` is seen.
 
-How long: from `Harness.session()` opening the trace to the end of that
-session, which is one check's whole run (up to ``overfit_steps`` steps, plus the
-harness's own forwards), not a single step; `close()` removes the hooks and the
+How long: from opening the trace to the end of its run: the shared training
+run of a setup and seed (`record.build`, up to ``overfit_steps`` steps, plus the
+harness's own forwards) or a check's own `Harness.session()`, not a single step; `close()` removes the hooks and the
 ``zero_grad`` shadows, and the process-wide wrappers are restored when the last
 open trace closes. The process-wide patches are deliberately not narrowed to each
 call of the user's step: installing and removing them scans ``sys.modules``, which
@@ -45,35 +45,23 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.reduce import Pending, copies, differences, norm, norms, values
+from pytest_traincheck.harness.taps import TAPS
 
-LOSS_FUNCTIONS: dict[Any, str] = {
-    F.cross_entropy: "cross_entropy",
-    F.nll_loss: "nll_loss",
-    F.binary_cross_entropy: "binary_cross_entropy",
-    F.binary_cross_entropy_with_logits: "binary_cross_entropy_with_logits",
-    F.mse_loss: "mse_loss",
-}
-CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
 VIEW_LIKE = frozenset({
     "View", "UnsafeView", "Reshape", "ReshapeAlias", "Squeeze", "SqueezeDim", "SqueezeDims",
     "Unsqueeze", "Transpose", "Permute", "T", "Clone", "ToCopy", "Expand", "Slice", "Select",
     "AsStrided", "Alias", "Narrow", "Flatten",
 })
 _ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
-# Big libraries never hold a user's `from torch.nn.utils import clip_grad_norm_`.
-_SKIP_MODULE_PREFIXES = ("torch", "numpy", "_pytest", "pytest", "pluggy", "tensorboard", "scipy",
-                         "pandas", "sympy", "triton", "google", "IPython", "libcst")
 
 
 def provenance(t: Any, depth: int = 5) -> Optional[str]:
@@ -203,88 +191,6 @@ class ForwardRecord:
     output_grad: Optional[bool] = None  # the output (its logits) required grad; None: not seen yet
 
 
-class _Taps:
-    """Process-wide wrappers around the functional losses, the clip functions and `torch.autograd.backward`.
-
-    They are installed when the first `Trace` opens and removed when the last one
-    closes, whatever order traces close in, and every open trace hears every call.
-    Copies that user modules hold (``from torch.nn.functional import cross_entropy``)
-    are replaced too, so such calls are seen as well.
-    """
-
-    def __init__(self) -> None:
-        self.traces: list[Trace] = []
-        self._undo: list[Callable[[], None]] = []
-
-    def add(self, trace: Trace) -> None:
-        """Let ``trace`` hear loss and clip calls, installing the wrappers if none are."""
-        if not self.traces:
-            self._install()
-        self.traces.append(trace)
-
-    def remove(self, trace: Trace) -> None:
-        """Stop ``trace`` hearing calls; remove the wrappers when no trace is left."""
-        if trace in self.traces:
-            self.traces.remove(trace)
-        if not self.traces:
-            while self._undo:
-                self._undo.pop()()
-
-    def _install(self) -> None:
-        import torch.nn.utils as nn_utils
-        from torch.nn.utils import clip_grad as clip_module
-
-        wrappers: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-        for original, kind in LOSS_FUNCTIONS.items():
-            wrappers[id(original)] = (original, self._loss_wrapper(kind, original))
-        for fname in CLIP_FUNCTIONS:
-            original = getattr(nn_utils, fname, None)
-            if original is not None:
-                wrappers[id(original)] = (original, self._clip_wrapper(fname, original))
-        original_backward = torch.autograd.backward
-        torch.autograd.backward = self._backward_wrapper(original_backward)
-        self._undo.append(lambda: setattr(torch.autograd, "backward", original_backward))
-        for owner in [F, nn_utils, clip_module, *_user_modules()]:
-            for attr, value in list(vars(owner).items()):
-                found = wrappers.get(id(value))
-                if found is not None and found[0] is value:
-                    setattr(owner, attr, found[1])
-                    self._undo.append(lambda o=owner, a=attr, v=value: setattr(o, a, v))
-
-    def _loss_wrapper(self, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def loss(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            if args or "input" in kwargs:
-                for trace in list(self.traces):
-                    trace.on_loss(kind, args, kwargs, out)
-            return out
-
-        loss.__wrapped__ = original  # type: ignore[attr-defined]
-        return loss
-
-    def _backward_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            root = tensors if isinstance(tensors, torch.Tensor) else next(iter(tensors), None)
-            if isinstance(root, torch.Tensor):
-                for trace in list(self.traces):
-                    trace.on_backward(root)
-            return original(tensors, *args, **kwargs)
-
-        backward.__wrapped__ = original  # type: ignore[attr-defined]
-        return backward
-
-    def _clip_wrapper(self, fname: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        def clip(*args: Any, **kwargs: Any) -> Any:
-            for trace in list(self.traces):
-                if trace.phase == "step":
-                    trace.on_clip(fname)
-            return original(*args, **kwargs)
-
-        clip.__wrapped__ = original  # type: ignore[attr-defined]
-        return clip
-
-
-_TAPS = _Taps()
 
 
 def mode_dependent(module: nn.Module) -> bool:
@@ -383,8 +289,8 @@ class Trace:
         self._undo.append(self.model.register_forward_hook(self._forward_post).remove)
         for owner in (self.optimizer, self.model):
             self._wrap_zero_grad(owner)
-        _TAPS.add(self)
-        self._undo.append(lambda: _TAPS.remove(self))
+        TAPS.add(self)
+        self._undo.append(lambda: TAPS.remove(self))
 
     def close(self) -> None:
         """Remove every hook and restore every patch, newest first."""
@@ -620,18 +526,3 @@ class Trace:
             position = "before backward"
         self._event("C")
         self.clips.append(ClipCall(fname, len(self.steps), position))
-
-
-def _user_modules() -> list[Any]:
-    # Also patch `from torch.nn.utils import clip_grad_norm_` copies held by user modules.
-    return [m for name, m in list(sys.modules.items())
-            if m is not None and not name.startswith(_SKIP_MODULE_PREFIXES) and hasattr(m, "__dict__")
-            and _is_plain_module(m)]
-
-
-def _is_plain_module(m: Any) -> bool:
-    try:
-        vars(m)
-    except TypeError:
-        return False
-    return True
