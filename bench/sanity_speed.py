@@ -14,8 +14,11 @@ backward, step; median of timed steps after warm-up) and the wall time of a whol
 `pytest --train-sanity` session with the default checks in that project, pytest's
 start-up included. The ratio (session / step) is what the targets are stated in:
 ResNet-18 and the transformer at most 60 plain steps, the reference MNIST suite
-under 5 s. Every process runs with the same OMP_NUM_THREADS; on a machine shared
-with other jobs the absolute figures grow, so compare ratios from one run.
+under 5 s. Every process runs with the same OMP_NUM_THREADS. On a machine shared
+with other jobs wall times swing with the load; the CPU-time columns (the plain
+steps' process time, the pytest session's user + system time) hardly do, which
+makes their ratio the steadier figure there (with one thread it equals the wall
+ratio of a quiet machine).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -103,8 +107,8 @@ def project(factory: str) -> Path:
     return folder
 
 
-def plain_step(training: Any, steps: int) -> float:
-    """Return the median seconds of one plain step of ``training`` (its own step, no traincheck)."""
+def plain_step(training: Any, steps: int) -> tuple[float, float]:
+    """Return the median wall and CPU seconds of one plain step of ``training`` (its own step, no traincheck)."""
     import torch
 
     torch.manual_seed(0)
@@ -114,25 +118,29 @@ def plain_step(training: Any, steps: int) -> float:
     step: Callable[..., Any] = training.step
     for _ in range(3):  # warm-up: allocator, kernels, optimizer state
         step(model, batch, optimizer, training.loss_fn)
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step(model, batch, optimizer, training.loss_fn)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), statistics.median(cpu)
 
 
-def pytest_session(folder: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Return the wall seconds of `pytest --train-sanity` in ``folder`` and its slowest items."""
+def pytest_session(folder: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Return the wall and CPU seconds of `pytest --train-sanity` in ``folder``, and its slowest items."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "--train-sanity", "-q", "-p", "no:cacheprovider",
                            "--durations=6", "--durations-min=0.05"], cwd=folder, env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     slow = re.findall(r"^([\d.]+)s call\s+\S+::(TRN\d+)", done.stdout, re.M)
     summary = re.findall(r"^=*\s*(\d+ (?:passed|failed|error).*?) in [\d.]+s", done.stdout, re.M)
     text = ", ".join(f"{code} {float(sec):.1f}s" for sec, code in slow[:6])
-    return seconds, f"{summary[-1] if summary else 'no summary (rc ' + str(done.returncode) + ')'}; slowest: {text}"
+    return seconds, cpu, f"{summary[-1] if summary else 'no summary (rc ' + str(done.returncode) + ')'}; slowest: {text}"
 
 
 def main() -> int:
@@ -151,8 +159,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, traincheck from {src}")
-    print("| setup | plain step | `pytest --train-sanity` wall | in plain steps |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| setup | plain step | `pytest --train-sanity` | in plain steps | CPU: step, session, ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     notes = []
     chosen = set(args.only.split(",")) if args.only else None
     for label, key in SETUPS:
@@ -162,14 +170,16 @@ def main() -> int:
         try:
             sys.path.insert(0, str(folder))
             module = __import__("bench_setups")
-            step = plain_step(getattr(module, key)(), args.steps)
+            step, step_cpu = plain_step(getattr(module, key)(), args.steps)
             sys.path.remove(str(folder))
             sys.modules.pop("bench_setups", None)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(src)]))
             runs = [pytest_session(folder, env) for _ in range(args.repeat)]
-            wall = statistics.median(seconds for seconds, _ in runs)
-            notes.append(f"{label}: {runs[-1][1]}")
-            print(f"| {label} | {step * 1e3:.1f} ms | {wall:.1f} s | {wall / step:.0f} |", flush=True)
+            wall = statistics.median(seconds for seconds, _, _ in runs)
+            cpu = statistics.median(c for _, c, _ in runs)
+            notes.append(f"{label}: {runs[-1][2]}")
+            print(f"| {label} | {step * 1e3:.1f} ms | {wall:.1f} s | {wall / step:.0f} | {step_cpu * 1e3:.1f} ms, "
+                  f"{cpu:.1f} s, {cpu / step_cpu:.0f} |", flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     print()
