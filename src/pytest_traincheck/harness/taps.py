@@ -31,7 +31,7 @@ _SKIP_MODULE_PREFIXES = ("torch", "numpy", "_pytest", "pytest", "pluggy", "tenso
 
 
 class _Taps:
-    """Process-wide wrappers around the functional losses and the clip functions.
+    """Process-wide wrappers around the functional losses, the clip functions and `torch.autograd.backward`.
 
     They are installed when the first `Trace` opens and removed when the last one
     closes, whatever order traces close in, and every open trace hears every call.
