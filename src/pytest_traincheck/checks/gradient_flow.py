@@ -113,6 +113,11 @@ class GradientFlow(Check):
             [(r, m) for r, m in zip(records, mean_abs) if len(r) >= 2]
         if not usable:
             return self.skipped("fewer than two weight layers received a gradient at any optimizer step")
+        broken = next((i for i, (r, _) in enumerate(usable) if not all(math.isfinite(v) for v in r.values())), None)
+        if broken is not None:  # nan ratios compare false with both thresholds: never let them read as a pass
+            return self.skipped(f"gradients are not finite (nan/inf) at {len(usable) - broken} of the {len(usable)} "
+                                "steps compared, so gradient flow cannot be judged; TRN601 finds where they "
+                                "stop being finite")
         first, last = _ends(usable[-1][0], order)
         ratios = [r[_ends(r, order)[0]] / max(r[_ends(r, order)[1]], 1e-30) for r, _ in usable]
         last_record = usable[-1][0]

@@ -75,6 +75,11 @@ class InitialLossOff(Check):
         if not calls:
             return self.skipped("the step uses no recognized loss (cross_entropy, nll_loss, BCE, MSE)")
         call = calls[0]
+        if not math.isfinite(loss):  # nan compares false with every bound: never let it read as a pass
+            return self.warned(f"the initial loss is not finite ({loss}): the first {call.kind} is computed on "
+                               "non-finite inputs or outputs, so its distance from the expected value cannot be "
+                               "measured; TRN601 finds where the values stop being finite",
+                               initial_loss=str(loss), loss=call.kind)
         expected, what = self._expected(call, classes)
         if expected is None:
             return self.skipped(what)
