@@ -105,7 +105,7 @@ def test_augmented_but_unshuffled_is_caught_by_labels() -> None:
 
     x, y = ex.blobs(64)
     result = _verdict("TRN401", ex.setup(data=DataLoader(Jitter(x, y), batch_size=8)))
-    assert result.verdict is Verdict.WARN and "labels" in result.message, result.describe()
+    assert result.verdict is Verdict.FAIL and "labels" in result.message, result.describe()
 
 
 def test_token_inputs_are_skipped() -> None:

@@ -104,6 +104,41 @@ def test_conftest_fixture_setups_select_and_strict(pytester: pytest.Pytester) ->
     strict.stdout.fnmatch_lines(["*(strict) `0` has a bias*"])
 
 
+STRICT_SETUPS = '''
+import torch
+from pytest_traincheck.harness import mode_examples as modes
+from pytest_traincheck.checks.bias_before_batchnorm import BiasBeforeBatchNorm
+torch.set_num_threads(1)
+
+def make():
+    bias = BiasBeforeBatchNorm.FAILING[0]()
+    bias.name = "alpha"
+    return [bias, modes.setup(name="beta", evaluate=modes.eval_with_grad)]
+'''
+
+
+@pytest.mark.parametrize(("strict", "outcomes"), [
+    ("", dict(passed=2)),  # both only warn: a wasted bias and a wasted graph change no result
+    ("strict = true\n", dict(failed=2)),
+    ('strict = ["TRN202"]\n', dict(failed=1, passed=1)),  # strictness per check
+])
+def test_strictness_is_set_in_pyproject(pytester: pytest.Pytester, strict: str, outcomes: dict[str, int]) -> None:
+    pytester.makepyfile(mysetup=STRICT_SETUPS)
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:make"]\n' + strict)
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-select", "TRN202,TRN303",
+                                "-k", "alpha and TRN202 or beta and TRN303")
+    result.assert_outcomes(**outcomes)
+    if strict:
+        result.stdout.fnmatch_lines(["*(strict) `0` has a bias*"])
+
+
+def test_bad_strict_value_in_pyproject_is_a_one_line_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["m:f"]\nstrict = ["XYZ9"]\n')
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown code or prefix 'XYZ9'*"])
+
+
 def test_broken_factory_is_one_failing_item_without_plugin_traceback(project: pytest.Pytester) -> None:
     project.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:broken"]\n')
     result = project.runpytest("--train-sanity", "-p", "no:cacheprovider")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
-from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness
 
 BATCHES = 4  # per epoch: enough to see an order, cheap on any dataset
@@ -42,7 +42,7 @@ def _fixed_order_sampler() -> Any:
 
 
 class TrainLoaderNotShuffled(Check):
-    """Warn when two passes over the training loader yield their first batches in the same order.
+    """Fail when two passes over the training loader yield their first batches in the same order.
 
     ## What it measures
     Iterates the training loader twice, 4 batches each, and compares the order of the samples (by
@@ -54,10 +54,10 @@ class TrainLoaderNotShuffled(Check):
     better, more stable training.
 
     ## Thresholds
-    Warns when both passes yield the same order. Skipped below 6 distinct samples, where a shuffled
-    order repeats by chance. It warns; `--train-sanity-strict` makes the warning fail the run.
-    Fixed; turn the check off with `--train-sanity-ignore TRN401` (or `ignore` in
-    `[tool.traincheck.sanity]`).
+    Fails when both passes yield the same order: a fixed order changes what is learned, so it is
+    not only a warning. Skipped below 6 distinct samples, where a shuffled order repeats by chance.
+    Fixed; where the order is deliberate (a stream for a stateful RNN) turn the check off with
+    `--train-sanity-ignore TRN401` (or `ignore` in `[tool.traincheck.sanity]`).
 
     ## Known problems
     Data that is shuffled upstream (an `IterableDataset` reading pre-shuffled shards) but yields a
@@ -70,7 +70,9 @@ class TrainLoaderNotShuffled(Check):
     """
 
     CODE = "TRN401"
-    FAILS_WITH = Verdict.WARN
+    # A fixed order changes what is learned (class-sorted data gives single-class batches, and every
+    # epoch repeats the same gradient sequence), so it fails by default; a deliberate order (a stream
+    # for a stateful RNN) is turned off with `ignore = ["TRN401"]`.
     PASSING = (_shuffled, _seeded_shuffle)
     FAILING = (_not_shuffled, _fixed_order_sampler)
 
@@ -112,7 +114,7 @@ class TrainLoaderNotShuffled(Check):
 
     def _by_sampler(self, data: Any, distinct: int, facts: dict[str, Any]) -> CheckResult:
         if isinstance(getattr(data, "sampler", None), SequentialSampler):
-            return self.warned(f"the training DataLoader uses a SequentialSampler (only {distinct} distinct "
+            return self.failed(f"the training DataLoader uses a SequentialSampler (only {distinct} distinct "
                                "samples to compare): every epoch yields the samples in index order; "
                                "pass `shuffle=True`", distinct_samples=distinct, **facts)
         return self.skipped(f"only {distinct} distinct samples in the first {BATCHES} batches: "
@@ -122,7 +124,8 @@ class TrainLoaderNotShuffled(Check):
         single = sum(len(torch.unique(y)) == 1 for y in first.targets if len(y) > 1)
         note = f"; {single}/{len(first.targets)} of those batches hold a single label" if single else ""
         sampler = f" (sampler: {facts['sampler']})" if facts["sampler"] else ""
-        return self.warned(
+        return self.failed(
             f"two passes (epochs) over the training data yield {what} in the same order in their first "
             f"{facts['batches']} batches{sampler}{note}: every epoch repeats one order; pass `shuffle=True` "
-            "(or a random sampler) to the training DataLoader", single_label_batches=single, **facts)
+            "(or a random sampler) to the training DataLoader (if the order is deliberate, e.g. a stream for a "
+            "stateful RNN, ignore TRN401)", single_label_batches=single, **facts)

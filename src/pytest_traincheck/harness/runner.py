@@ -17,6 +17,17 @@ from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
 __all__ = ["DEFAULT_BUDGET", "Runner", "enabled_codes", "prepare", "run_check", "run_checks"]
 
 DEFAULT_BUDGET = 60.0  # seconds per check; generous for CPU, bounded for a hanging step
+# Strictness: True (every WARN fails), False, or the codes/prefixes whose WARNs fail.
+Strict = Union[bool, Sequence[str]]
+
+
+def is_strict(code: str, strict: Strict) -> bool:
+    """True when a WARN of ``code`` fails under ``strict``."""
+    if isinstance(strict, bool):
+        return strict
+    return catalog.matches(code, strict)
+
+
 SEED_RETRIES = 2  # stochastic checks get up to 1 + 2 seeds before a non-PASS verdict
 
 
@@ -101,7 +112,7 @@ def device_problem(device: Optional[str]) -> Optional[str]:
 
 
 def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, device: Optional[str] = None,
-              budget: Optional[float] = DEFAULT_BUDGET, strict: bool = False,
+              budget: Optional[float] = DEFAULT_BUDGET, strict: Strict = False,
               series: Optional[dict[str, list[float]]] = None) -> CheckResult:
     """Run one check on one prepared setup and return its result (never raises for user errors).
 
@@ -116,7 +127,7 @@ def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, de
         name = data.training.name
         result = _run_seeds(cls(), data, seed, device or data.training.device, budget, series)
         result = _settle_blocked(code, result, data, seed, device, budget)
-    if strict and result.verdict is Verdict.WARN:
+    if result.verdict is Verdict.WARN and is_strict(code, strict):
         result.verdict = Verdict.FAIL
         result.message = "(strict) " + result.message
     result.setup = result.setup or name
@@ -198,7 +209,7 @@ class Runner:
     """
 
     def __init__(self, *, seed: int = 0, device: Optional[str] = None, budget: Optional[float] = DEFAULT_BUDGET,
-                 strict: bool = False, logdir: Optional[str] = None, run: Optional[int] = None,
+                 strict: Strict = False, logdir: Optional[str] = None, run: Optional[int] = None,
                  keep_series: bool = False) -> None:
         self.seed, self.device, self.budget, self.strict = seed, device, budget, strict
         self.prepared: dict[Any, Union[SetupData, Exception]] = {}
@@ -241,7 +252,7 @@ class Runner:
 
 def run_checks(training: Union[Training, Sequence[Training]], select: Optional[Iterable[str]] = None,
                ignore: Optional[Iterable[str]] = None, seed: int = 0, device: Optional[str] = None,
-               strict: bool = False, budget: Optional[float] = DEFAULT_BUDGET, logdir: Optional[str] = None) -> Any:
+               strict: Strict = False, budget: Optional[float] = DEFAULT_BUDGET, logdir: Optional[str] = None) -> Any:
     """Run the enabled checks on one or several setups and return a `Report` (and a TensorBoard log)."""
     from pytest_traincheck.harness.results import Report
 
@@ -264,7 +275,7 @@ def prepare_or_error(training: Training, seed: int) -> Union[SetupData, Exceptio
         return exc  # type: ignore[return-value]
 
 
-def run_meta(seed: int, device: Optional[str], codes: list[str], strict: bool) -> dict[str, Any]:
+def run_meta(seed: int, device: Optional[str], codes: list[str], strict: Strict) -> dict[str, Any]:
     """Return what is needed to reproduce a run."""
     return {"seed": seed, "device": device or "cpu", "torch": torch.__version__, "strict": strict,
             "checks": codes}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pytest
 
@@ -35,7 +35,7 @@ _OPTIONS = (
     ("", "train_sanity", HELP_ENABLE, "bool"),
     ("-select", "train_sanity_select", HELP_SELECT, "codes"),
     ("-ignore", "train_sanity_ignore", HELP_IGNORE, "codes"),
-    ("-strict", "train_sanity_strict", HELP_STRICT, "bool"),
+    ("-strict", "train_sanity_strict", HELP_STRICT, "strict"),
     ("-seed", "train_sanity_seed", HELP_SEED, "int"),
     ("-device", "train_sanity_device", HELP_DEVICE, "str"),
     ("-report", "train_sanity_report", HELP_REPORT, "str"),
@@ -51,7 +51,7 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("traincheck", "training sanity checks (traincheck)")
     for suffix, dest, help_text, kind in _OPTIONS:
         flag = f"--train-sanity{suffix}"
-        if kind == "bool":
+        if kind in ("bool", "strict"):
             group.addoption(flag, action="store_true", default=None, dest=dest, help=help_text)
             parser.addini(dest, help_text, type="bool", default=False)
         else:
@@ -67,7 +67,7 @@ class SanityOptions:
     enabled: bool = False
     select: Optional[list[str]] = None
     ignore: list[str] = field(default_factory=list)
-    strict: bool = False
+    strict: Union[bool, list[str]] = False  # True, or the codes whose warnings fail
     seed: int = 0
     device: Optional[str] = None
     report: Optional[str] = None
@@ -89,7 +89,7 @@ def read_options(config: pytest.Config) -> SanityOptions:
             if raw in (None, "", False) and dest.replace("train_sanity_", "") in file_cfg:
                 key = dest.replace("train_sanity_", "")
                 raw, where = file_cfg[key], f"{file_cfg['_path']} [tool.traincheck] {key}"
-        if raw in (None, "") or (kind == "bool" and raw is False):
+        if raw in (None, "") or (kind in ("bool", "strict") and raw is False):
             continue
         setattr(opts, "enabled" if dest == "train_sanity" else dest.replace("train_sanity_", ""),
                 _convert(raw, kind, where))
@@ -98,7 +98,9 @@ def read_options(config: pytest.Config) -> SanityOptions:
 
 def _convert(raw: Any, kind: str, where: str) -> Any:
     try:
-        if kind == "bool":
+        if kind == "strict" and isinstance(raw, (list, tuple)):
+            return _codes(raw, where)  # strict only for these checks (pyproject: strict = ["TRN105"])
+        if kind in ("bool", "strict"):
             return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
         if kind == "int":
             return int(raw)
