@@ -139,6 +139,34 @@ def test_bad_strict_value_in_pyproject_is_a_one_line_error(pytester: pytest.Pyte
     result.stderr.fnmatch_lines(["*unknown code or prefix 'XYZ9'*"])
 
 
+def test_path_values_outside_the_project_do_not_move_the_rootdir(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # pytest picks its rootdir before plugins load, so it took an existing path after an option it did
+    # not know yet for a test path, and the project's pyproject.toml was ignored (issue 11).
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    report, runs = elsewhere / "report.json", elsewhere / "runs"
+    report.write_text("{}")  # both exist from an earlier run
+    runs.mkdir()
+    result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-select", "TRN101",
+                               "--train-sanity-report", str(report), "--train-sanity-logdir", str(runs))
+    result.stdout.fnmatch_lines([f"rootdir: {project.path}*"])
+    result.assert_outcomes(passed=1, failed=1)
+    assert len(json.loads(report.read_text())["results"]) == 2
+    assert sorted(p.name for p in runs.iterdir()) == ["good-seed0", "nozero-seed0"]
+
+
+def test_a_rootdir_that_cannot_be_repaired_is_a_one_line_error(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    project.makepyprojecttoml('[tool.pytest.ini_options]\naddopts = "-q"\n'
+                              '[tool.traincheck.sanity]\ntrainings = ["mysetup:make"]\n')
+    report = tmp_path_factory.mktemp("elsewhere") / "report.json"
+    report.write_text("{}")
+    result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-report", str(report))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*chose rootdir * instead of {project.path} (whose addopts it could not apply); "
+                                 f"write the option with '=': --train-sanity-report={report}"])
+
+
 def test_broken_factory_is_one_failing_item_without_plugin_traceback(project: pytest.Pytester) -> None:
     project.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["mysetup:broken"]\n')
     result = project.runpytest("--train-sanity", "-p", "no:cacheprovider")

@@ -35,6 +35,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_mnist_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """Undo a rootdir that pytest chose from a path option's value before this plugin was loaded."""
+    from pytest_traincheck.plugin.rootdir import repair_rootdir
+
+    repair_rootdir(early_config, args)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker, and the collecting sub-plugin when the checks are enabled."""
     config.addinivalue_line("markers", "train_sanity: a traincheck training sanity check item")
