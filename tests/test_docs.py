@@ -44,3 +44,14 @@ def test_every_rule_and_check_is_documented_in_sections(what: str, docs: str, se
         assert body.strip(), f"{what}: {section!r} is empty"
     if "## Example" in sections:
         assert "```" in docs.split("## Example", 1)[1], f"{what}: the example is a code block"
+
+
+def test_one_repository_path_everywhere() -> None:
+    import re
+
+    root = README.parent
+    texts = {p.name: p.read_text(encoding="utf-8") for p in [README, *sorted((root / "docs").glob("*.md"))]}
+    repos = {(name, m) for name, text in texts.items()
+             for m in re.findall(r"github\.com/([\w.-]+/pytest-traincheck)", text)}
+    uses = {(name, m) for name, text in texts.items() for m in re.findall(r"uses: ([\w.-]+/pytest-traincheck)@", text)}
+    assert {m for _, m in repos | uses} == {"traincheck/pytest-traincheck"}, sorted(repos | uses)

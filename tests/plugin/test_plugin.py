@@ -52,6 +52,14 @@ def test_nothing_declared_prints_one_line_and_exits_5(pytester: pytest.Pytester)
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
+def test_nothing_declared_beside_other_tests_prints_the_line_and_keeps_their_result(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK  # code 5 only when nothing else was collected (README)
+    result.stdout.fnmatch_lines(["traincheck: no training setup declared for --train-sanity; add *"])
+
+
 def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
     result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "-k", "TRN101 or TRN604",
                                "--train-sanity-report", "out.json")
@@ -92,7 +100,7 @@ def test_conftest_fixture_setups_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(FIXTURE_CONFTEST)
     result = pytester.runpytest_subprocess("--train-sanity", "-p", "no:cacheprovider", "-n", "2",
                                            "--train-sanity-select", "TRN202,TRN101")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)  # one item per setup and check
     result.stdout.fnmatch_lines(["*WARN example::TRN202-bias-before-batchnorm: `0` has a bias*"])
 
 
@@ -100,7 +108,7 @@ def test_conftest_fixture_setups_select_and_strict(pytester: pytest.Pytester) ->
     pytester.makeconftest(FIXTURE_CONFTEST)
     strict = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-strict",
                                 "--train-sanity-select", "TRN202")
-    strict.assert_outcomes(failed=1)
+    strict.assert_outcomes(failed=1, passed=1)
     strict.stdout.fnmatch_lines(["*(strict) `0` has a bias*"])
 
 
@@ -165,6 +173,42 @@ def test_a_rootdir_that_cannot_be_repaired_is_a_one_line_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*chose rootdir * instead of {project.path} (whose addopts it could not apply); "
                                  f"write the option with '=': --train-sanity-report={report}"])
+
+
+FIXTURE_CONFTEST = '''
+import pytest, torch
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
+torch.set_num_threads(1)
+
+@pytest.fixture(scope="session")
+def train_sanity_trainings():
+    return [ex.setup("alpha"), ex.setup("beta", step=_no_zero_grad)]
+'''
+
+
+def test_conftest_fixture_below_the_rootdir_gives_items_per_setup(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "conftest.py").write_text(FIXTURE_CONFTEST)
+    (pytester.path / "tests" / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "--train-sanity-select", "TRN101")
+    result.assert_outcomes(passed=2, failed=1)  # the plain test, alpha passes, beta fails; nothing "not found"
+    result.stdout.fnmatch_lines(["*traincheck::alpha::TRN101-missing-zero-grad PASSED*",
+                                 "*traincheck::beta::TRN101-missing-zero-grad FAILED*"])
+    only = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "--train-sanity-select", "TRN101",
+                              "-k", "alpha")
+    only.assert_outcomes(passed=1, deselected=2)  # -k <setup name>, as for pyproject setups
+
+
+def test_a_conftest_fixture_with_arguments_still_runs(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("tests")
+    conftest = FIXTURE_CONFTEST.replace("def train_sanity_trainings():", "def train_sanity_trainings(tmp_path_factory):")
+    (pytester.path / "tests" / "conftest.py").write_text(conftest)
+    result = pytester.runpytest("tests", "--train-sanity", "-p", "no:cacheprovider", "-v",
+                                "--train-sanity-select", "TRN101")
+    result.assert_outcomes(failed=1)  # one item per check over both setups: beta fails it
+    result.stdout.fnmatch_lines(["*TRN101 missing-zero-grad [[]beta[]]: FAIL*"])
 
 
 def test_broken_factory_is_one_failing_item_without_plugin_traceback(project: pytest.Pytester) -> None:

@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import pytest
 
@@ -51,6 +51,7 @@ class SanityState:
         self.results: list[dict[str, Any]] = []
         self.series: dict[tuple[str, str], dict[str, list[float]]] = {}  # for the HTML report
         self.conftest_dirs: dict[Path, str] = {}
+        self.directories: dict[Path, pytest.Directory] = {}
         self.declared = False
 
     def run(self, code: str, training: Any, source: str) -> Any:
@@ -64,6 +65,11 @@ class SanityPlugin:
     def __init__(self, config: pytest.Config, options: SanityOptions) -> None:
         self.state = SanityState(config, options)
         config.stash[STATE_KEY] = self.state
+
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        """Remember the directory nodes pytest collects: conftest fixtures are visible below them."""
+        if isinstance(collector, pytest.Directory):
+            self.state.directories.setdefault(collector.path, collector)
 
     def pytest_plugin_registered(self, plugin: Any) -> None:
         """Remember conftest modules that define the `train_sanity_trainings` fixture."""
@@ -109,12 +115,27 @@ class SanityPlugin:
 
     def _fixture_items(self, session: pytest.Session, directory: Path, conftest: str) -> list[pytest.Item]:
         rel = _relative(Path(conftest), session.config.rootpath)
-        anchor: Union[pytest.Session, pytest.Dir] = session
-        if directory != session.config.rootpath:
-            anchor = pytest.Dir.from_parent(session, path=directory)  # makes the conftest's fixtures visible
-        parent = _collector(anchor, f"traincheck::{rel}")
-        return [FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
-                                              source=rel) for code in self.state.codes]
+        anchor = self._anchor(session, directory)
+        names = _fixture_setup_names(session, anchor)
+        if names is None:  # the fixture needs other fixtures: one item per check over all its setups
+            parent = _collector(anchor, f"traincheck::{rel}")
+            return [FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
+                                                  source=rel) for code in self.state.codes]
+        items: list[pytest.Item] = []
+        for name in names:  # named per setup, like pyproject setups, so `-k <setup>` selects them
+            parent = _collector(anchor, f"traincheck::{name}")
+            items.extend(FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
+                                                       source=rel, setup=name) for code in self.state.codes)
+        return items
+
+    def _anchor(self, session: pytest.Session, directory: Path) -> Union[pytest.Session, pytest.Collector]:
+        """Return the node below which the conftest's fixtures are visible."""
+        if directory == session.config.rootpath:
+            return session
+        # pytest >= 9.1 matches conftest fixtures by the directory node object itself, so the items
+        # must hang below the node pytest collected (a new node for the same path would not do).
+        known = self.state.directories.get(directory)
+        return known if known is not None else pytest.Dir.from_parent(session, path=directory)
 
     @staticmethod
     def _title(code: str) -> str:
@@ -205,6 +226,29 @@ def _is_training(obj: Any) -> bool:
     from pytest_traincheck.harness.spec import Training
 
     return isinstance(obj, Training)
+
+
+def _fixture_setup_names(session: pytest.Session, anchor: Any) -> Optional[list[str]]:
+    """Call a `train_sanity_trainings` fixture that takes no arguments to learn its setup names.
+
+    None when it takes arguments (other fixtures) or cannot be called now: its items are then
+    one per check, and the fixture runs only when they do.
+    """
+    import inspect
+
+    from pytest_traincheck.harness.spec import as_trainings
+
+    defs = session._fixturemanager.getfixturedefs(FIXTURE_NAME, anchor)  # noqa: SLF001 - the fixture's function
+    if not defs or defs[-1].argnames:
+        return None
+    func = defs[-1].func
+    try:
+        value = func()
+        if inspect.isgenerator(value):
+            value = next(value)  # a yield fixture: its setups are what it yields
+        return [t.name for t in as_trainings(value, FIXTURE_NAME)]
+    except Exception:  # noqa: BLE001 - the items report the fixture's error when they run it
+        return None
 
 
 def _collector(parent: Union[pytest.Session, pytest.Dir], nodeid: str) -> pytest.Collector:

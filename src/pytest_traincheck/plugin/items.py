@@ -97,8 +97,9 @@ class SanityLoadError(Exception):
 class FixtureSanityItem(SanityMixin, pytest.Function):
     """One check on every setup returned by a `train_sanity_trainings` conftest fixture."""
 
-    def __init__(self, *, code: str, state: SanityState, source: str, **kwargs: Any) -> None:
-        self.code, self.state, self.source = code, state, source
+    def __init__(self, *, code: str, state: SanityState, source: str, setup: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        self.code, self.state, self.source, self.setup_name = code, state, source, setup
 
         def check_fixture_setups(train_sanity_trainings: Any) -> None:
             from pytest_traincheck.harness.spec import as_trainings
@@ -108,6 +109,11 @@ class FixtureSanityItem(SanityMixin, pytest.Function):
                 trainings = as_trainings(train_sanity_trainings, where)
             except Exception as exc:  # noqa: BLE001 - shown as the item's failure
                 raise SanityLoadError(str(exc)) from None
+            if setup is not None:  # an item of one setup, named at collection
+                trainings = [t for t in trainings if t.name == setup]
+                if not trainings:
+                    raise SanityLoadError(f"{where} returned no setup named {setup!r} when the checks ran "
+                                          "(it did at collection): return the same setups every call")
             self.run_for(trainings, source)
 
         super().__init__(callobj=check_fixture_setups, **kwargs)
@@ -120,5 +126,5 @@ class FixtureSanityItem(SanityMixin, pytest.Function):
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Any, Optional[int], str]:
-        """Name the fixture source and check."""
-        return self.path, None, f"traincheck {self.source} {self.code}"
+        """Name the setup (or the fixture source) and check."""
+        return self.path, None, f"traincheck {self.setup_name or self.source} {self.code}"
