@@ -27,9 +27,11 @@ class EvalWithoutTrainToggle(Check):
     with `--train-sanity-ignore TRN301` (or `ignore` in `[tool.traincheck.sanity]`).
 
     ## Known problems
-    Needs `evaluate=` on the `Training`; skipped otherwise. A training step that calls
-    `model.train()` itself passes, as it should. Models without dropout or BatchNorm are not
-    affected by the mode and pass.
+    Needs `evaluate=` on the `Training`; skipped otherwise. Declared training code (`step` or
+    `train_epoch`) that calls `model.train()` before its forward pass passes, as it should. With
+    only `step=` declared, an epoch loop that switches back at its top is not seen: declare that
+    loop as `train_epoch=` (the failure message says so). Models without dropout or BatchNorm are
+    not affected by the mode and only warn.
 
     ## Example
     ```python
