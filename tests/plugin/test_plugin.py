@@ -151,6 +151,11 @@ def test_path_values_outside_the_project_do_not_move_the_rootdir(
         project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
     # pytest picks its rootdir before plugins load, so it took an existing path after an option it did
     # not know yet for a test path, and the project's pyproject.toml was ignored (issue 11).
+    # The setups live in lib/, importable through the project's `pythonpath` setting only.
+    project.mkdir("lib")
+    (project.path / "mysetup.py").rename(project.path / "lib" / "mysetup.py")
+    project.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["lib"]\n'
+                              '[tool.traincheck.sanity]\ntrainings = ["mysetup:make"]\n')
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     report, runs = elsewhere / "report.json", elsewhere / "runs"
     report.write_text("{}")  # both exist from an earlier run

@@ -18,8 +18,9 @@ import pytest
 
 # The options whose value is a path (the `=` form is never mistaken for a test path).
 PATH_OPTIONS = ("--train-sanity-report", "--train-sanity-logdir")
-# Ini settings pytest applied from the wrong config file before the plugin could step in.
-_EARLY_KEYS = ("addopts", "pythonpath", "required_plugins", "minversion")
+# Ini settings pytest applied from the wrong config file before the plugin could step in
+# (`pythonpath` too, but that one is applied here again).
+_EARLY_KEYS = ("addopts", "required_plugins", "minversion")
 
 
 def repair_rootdir(config: pytest.Config, args: list[str]) -> None:
@@ -57,6 +58,13 @@ def repair_rootdir(config: pytest.Config, args: list[str]) -> None:
     config._parser.extra_info["inifile"] = str(inipath)
     if ns.confcutdir == old_root:  # pytest derived it from the wrong config file: derive it again
         ns.confcutdir = _confcut_default(config)
+    if hasattr(config, "_configure_python_path"):
+        # pytest >= 8 put the wrong config's `pythonpath` on sys.path already (none: it had none);
+        # its cleanup reads the setting again, so it removes these entries at the end.
+        import sys
+
+        for path in reversed(config.getini("pythonpath")):
+            sys.path.insert(0, str(path))
 
 
 def _confcut_default(config: pytest.Config) -> Optional[str]:
