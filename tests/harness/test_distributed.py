@@ -198,3 +198,13 @@ def test_the_ddp_example_lints_clean_with_every_distributed_rule() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest_traincheck", "lint", "--isolated", "--extend-select", "TRN714",
                            str(DDP_EXAMPLE)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_spawned_ranks_need_a_picklable_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_traincheck.harness import distributed
+
+    monkeypatch.setattr(distributed, "_start_method", lambda: "spawn")
+    result = run_check("TRN701", prepare(dx.setup()))
+    assert result.verdict is Verdict.ERROR
+    assert result.message.startswith("setup error: this platform cannot fork, so the ranks are spawned")
+    assert "module-level functions" in result.message

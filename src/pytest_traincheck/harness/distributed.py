@@ -1,7 +1,8 @@
 """Launch one distributed check on N local ranks and bring its verdict back, whatever the ranks do.
 
-The parent (the pytest process) forks one process per rank (spawn where fork cannot be
-used, e.g. CUDA already initialised). Each rank joins a process group through a file
+The parent (the pytest process) forks one process per rank (spawn where the platform
+cannot fork; CPU ranks when CUDA is already initialised here, since a forked child
+cannot use it). Each rank joins a process group through a file
 store (no ports to race for), runs the check's collective part, and rank 0 concludes.
 The parent watches every rank: a rank that dies, raises or outlives the budget ends
 the check with an ERROR naming the rank and what it was running, and every rank's
@@ -63,16 +64,20 @@ def launch(check: DistributedCheck, h: Harness) -> CheckResult:
     """Run ``check`` on its ranks and return rank 0's conclusion, or an ERROR naming the failing rank."""
     world = effective_world_size(h.training)
     budget = h.clock.budget if h.clock.budget is not None else 600.0
-    backend = backend_for(h.device, world)
     method = _start_method()
-    job = (type(check).__module__, type(check).__qualname__, h.data, h.seed, str(h.device), budget, backend, world)
+    device = h.device
+    if device.type == "cuda" and method == "fork" and torch.cuda.is_initialized():
+        # A forked child cannot use CUDA once this process has; the checks test the code, so CPU ranks do.
+        device = torch.device("cpu")
+    backend = backend_for(device, world)
+    job = (type(check).__module__, type(check).__qualname__, h.data, h.seed, str(device), budget, backend, world)
     if method == "spawn":
         try:
             pickle.dumps(job)
         except Exception as exc:  # noqa: BLE001 - lambdas and local functions cannot be sent to spawned ranks
-            return check.result(Verdict.ERROR, "setup error: CUDA is already initialised in this process, so the "
-                                f"ranks must be spawned and the setup pickled, which fails ({exc}); declare the "
-                                "setup's factories as module-level functions")
+            return check.result(Verdict.ERROR, "setup error: this platform cannot fork, so the ranks are spawned "
+                                f"and the setup must be pickled, which fails ({exc}); declare the setup's factories "
+                                "as module-level functions")
     import gc
 
     import torch.nn.parallel.distributed  # noqa: F401 - imported once here, inherited by every forked rank
@@ -95,7 +100,10 @@ def launch(check: DistributedCheck, h: Harness) -> CheckResult:
                 proc.start()
                 writer.close()
                 ranks.append(_RankHandle(rank, proc, reader))
-            return _watch(check, ranks, budget, world, backend)
+            result = _watch(check, ranks, budget, world, backend)
+            if device != h.device and result.verdict is not Verdict.ERROR:
+                result.evidence["rank_device"] = "cpu (CUDA was already initialised in this process)"
+            return result
         finally:
             _stop(ranks)
 
@@ -203,11 +211,7 @@ def _stop(ranks: list[_RankHandle]) -> None:
 
 
 def _start_method() -> str:
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return "spawn"
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return "spawn"  # a forked child cannot use CUDA once the parent has
-    return "fork"
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 # -- inside a rank ----------------------------------------------------------------------------------
