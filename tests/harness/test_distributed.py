@@ -208,3 +208,43 @@ def test_spawned_ranks_need_a_picklable_setup(monkeypatch: pytest.MonkeyPatch) -
     assert result.verdict is Verdict.ERROR
     assert result.message.startswith("setup error: this platform cannot fork, so the ranks are spawned")
     assert "module-level functions" in result.message
+
+
+class TinyTransformer(torch.nn.Module):
+    """Embedding -> one encoder layer (dropout inside attention too) -> mean pool -> classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 16)
+        self.encoder = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(1))
+
+
+def _tokens() -> list:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randint(0, 50, (12, 6), generator=g), torch.arange(12) % 3)]
+
+
+@pytest.mark.slow
+def test_correct_real_models_raise_no_distributed_failure() -> None:
+    # False failures are the worst bug: a transformer with attention dropout and a torchvision CNN with
+    # BatchNorm, trained correctly, must pass (or skip with a reason), never fail.
+    setups = [dx.setup(name="transformer", model=TinyTransformer, data=_tokens(), optimizer=ex.adam(1e-3))]
+    try:
+        import torchvision
+    except ImportError:  # pragma: no cover - torchvision is optional
+        torchvision = None
+    if torchvision is not None:
+        images = [(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)]
+        setups.append(dx.setup(name="resnet18", model=lambda: torchvision.models.resnet18(num_classes=10),
+                               data=images, batch_size=8))
+    report = run_checks(setups, select=["TRN701", "TRN702"], strict=True)
+    assert report.ok, report.describe_problems()
+    verdicts = {(r.setup, r.code): r.verdict for r in report.results}
+    assert verdicts[("transformer", "TRN702")] is Verdict.PASS, report.summary()
+    if torchvision is not None:
+        assert verdicts[("resnet18", "TRN701")] is Verdict.PASS
+        assert verdicts[("resnet18", "TRN702")] is Verdict.SKIP  # BatchNorm: per-shard statistics by design

@@ -12,7 +12,10 @@ from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import CheckResult
 from pytest_traincheck.harness.ranks import DistributedCheck, Rank, state, unwrap
 
-TOLERANCE = 1e-3  # max abs difference of the updates, relative to the largest single-process update
+# The norm of the difference of the updates, relative to the single-process update's norm. Adam-like
+# optimizers turn float noise in near-zero gradients into full-size per-element updates, so single
+# elements may differ; the mistakes this catches move the whole update by a factor (1/N, N, per rank).
+TOLERANCE = 1e-2
 
 
 class DdpStepNotEquivalent(DistributedCheck):
@@ -89,31 +92,31 @@ class DdpStepNotEquivalent(DistributedCheck):
         scale = max((float(v.abs().max()) for v in ref.values() if v.numel()), default=0.0)
         if scale == 0.0:
             return self.skipped("the single-process step does not move any parameter (see TRN602)")
-        noise = _max_diff(ref, again)
-        if noise > TOLERANCE * scale:
-            return self.skipped(f"the step is not deterministic (two single-process runs differ by {noise:.3g}), "
-                                "so its distributed update cannot be compared")
         ref_norm = _norm(ref)
+        noise = _norm(_minus(ref, again)) / ref_norm
+        if noise > TOLERANCE:
+            return self.skipped(f"the step is not deterministic (two single-process runs differ by {noise:.1%} of "
+                                "the update), so its distributed update cannot be compared")
         for rank, ev in enumerate(evidence):
             delta = ev["delta"]
-            diff = _max_diff(ref, delta)
-            if diff <= TOLERANCE * scale:
+            off = _norm(_minus(ref, delta)) / ref_norm
+            if off <= TOLERANCE:
                 continue
             ratio = _norm(delta) / ref_norm
-            name = _first_param(ref, delta, TOLERANCE * scale)
+            name = _worst_param(ref, delta)
             return self.failed(
                 f"one step on {world} ranks moved the parameters differently from one single-process step over "
-                f"the {world} shards together: on rank {rank}, `{name}` is off by {diff:.3g} (the largest "
-                f"single-process update is {scale:.3g}); the update is {ratio:.3g}x the single-process one"
-                f"{_diagnosis(ratio, world, evidence)}", rank=rank, first_difference=name, max_abs_diff=diff,
+                f"the {world} shards together: on rank {rank} the update differs by {off:.1%} of its norm (most "
+                f"in `{name}`); the update is {ratio:.3g}x the single-process one"
+                f"{_diagnosis(ratio, world, evidence)}", rank=rank, first_difference=name, relative_difference=off,
                 update_ratio=ratio)
         return self.passed(f"one step on {world} ranks matched one single-process step over the concatenated "
-                           f"shards on every rank (largest update {scale:.3g})", max_update=scale)
+                           f"shards on every rank (within {TOLERANCE:.0%} of the update's norm)", max_update=scale)
 
 
 def _diagnosis(ratio: float, world: int, evidence: list[Any]) -> str:
-    scale = max((float(v.abs().max()) for v in evidence[0]["delta"].values() if v.numel()), default=0.0)
-    if any(_max_diff(evidence[0]["delta"], ev["delta"]) > TOLERANCE * scale for ev in evidence[1:]):
+    base = evidence[0]["delta"]
+    if any(_norm(_minus(base, ev["delta"])) > TOLERANCE * _norm(base) for ev in evidence[1:]):
         return (": the ranks' updates differ from each other, so gradients were not all-reduced (`no_sync()` on "
                 "the updating step) or were edited per rank after `backward()`")
     if abs(ratio * world - 1) < 0.05:
@@ -133,22 +136,22 @@ def _disable_dropout(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
             m.p = 0.0
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0  # applied functionally inside attention
 
 
 def _delta(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: after[k].double() - v.double() for k, v in before.items() if v.is_floating_point() and k in after}
 
 
-def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max((float((v - b[k]).abs().max()) for k, v in a.items() if v.numel() and k in b), default=0.0)
+def _minus(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v - b[k] if k in b else v for k, v in a.items()}
 
 
 def _norm(d: dict[str, torch.Tensor]) -> float:
     return max(float(sum(float(v.pow(2).sum()) for v in d.values())) ** 0.5, 1e-30)
 
 
-def _first_param(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float) -> str:
-    for k, v in a.items():
-        if v.numel() and k in b and float((v - b[k]).abs().max()) > tol:
-            return k
-    return next(iter(a), "?")
+def _worst_param(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
+    diffs = {k: float((v - b[k]).norm()) for k, v in a.items() if v.numel() and k in b}
+    return max(diffs, key=diffs.__getitem__) if diffs else "?"
