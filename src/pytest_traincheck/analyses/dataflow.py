@@ -11,8 +11,10 @@ abstract ``Value`` (or None: unknown). It is deliberately simple:
   seen so far (``x = self.bn(x)`` reads the previous ``x``);
 * a name rebound inside an ``if`` to something else is unknown after the
   ``if`` (either branch may have run); loops are not iterated;
-* function parameters, loop targets, ``with ... as`` names and unpacked
-  tuples are unknown.
+* loop targets, ``with ... as`` names, unpacked tuples and the parameters of
+  methods and nested functions are unknown; a parameter of a module-level
+  function is ``param`` (``<func>:<index>:<name>``), settled by the project
+  pass against what every call of the function passes (``ProjectFacts.param_holds``).
 
 ``Tracker`` is an ``Analysis``: the engine walks one per file ahead of every
 rule deriving from ``FlowRule``, which read it.
@@ -20,6 +22,7 @@ rule deriving from ``FlowRule``, which read it.
 
 from __future__ import annotations
 
+import builtins
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import NamedTuple, Optional
 
 import libcst as cst
 
+from pytest_traincheck.lint.project import FileFacts
 from pytest_traincheck.lint.rule import Analysis, Rule, dotted_name, get_arg, param_names, self_attr
 from pytest_traincheck.lint.context import FileContext
 from pytest_traincheck.analyses.torch_vocabulary import (
@@ -40,6 +44,9 @@ from pytest_traincheck.analyses.torch_vocabulary import (
     sequential_layers,
 )
 
+_BUILTINS = frozenset(dir(builtins))
+
+
 class Value(NamedTuple):
     """What an expression evaluates to, abstractly.
 
@@ -48,7 +55,9 @@ class Value(NamedTuple):
     ``model_out`` (a tensor out of the user class ``detail``), ``module`` (an
     instance of the torch class ``detail``, built at ``node``), ``seq`` (an
     ``nn.Sequential`` whose last layer is ``detail``, "" if unknown),
-    ``instance`` (an instance of the user class ``detail``).
+    ``instance`` (an instance of the user class ``detail``), ``param`` (what the
+    caller passes as the parameter ``detail``, ``<func>:<index>:<name>``) and
+    ``param_out`` (what calling that parameter returns).
     """
 
     kind: str
@@ -84,6 +93,9 @@ class Tracker(Analysis):
         self.functions: list[tuple[str, Optional[ClassInfo]]] = []  # (name, class if a method)
         self.file_classes: dict[str, ClassInfo] = {}
         self.ifs: list[dict[_Key, Optional[Value]]] = []
+        self.module_functions: list[str] = []
+        self.built: dict[str, list[Optional[Value]]] = {}  # module-level function -> what its returns hold
+        self._top: list[bool] = []  # per open function: defined at module level
 
     # -- scope queries -----------------------------------------------------------
     def current_class(self) -> Optional[ClassInfo]:
@@ -156,7 +168,17 @@ class Tracker(Analysis):
             return None
         if isinstance(func, cst.Name) and func.value[:1].isupper() and not self.bound(func.value):
             return Value("instance", func.value)  # Net(): a class of this file (or unknown)
+        if isinstance(func, cst.Name) and not self.bound(func.value) and func.value in self.built:
+            return self._builder(func.value)
         return apply(self.evaluate(func))
+
+    def _builder(self, name: str) -> Optional[Value]:
+        """Return what the module-level function ``name`` builds, when every ``return`` of it agrees."""
+        returned = self.built[name]
+        first = returned[0]
+        if first is None or first.kind not in ("seq", "module", "instance") or not all(first.same(r) for r in returned):
+            return None
+        return first
 
     def _qualified_call(self, qual: str, call: cst.Call) -> Optional[Value]:
         if qual in ACTIVATION_FUNCS:
@@ -227,11 +249,20 @@ class Tracker(Analysis):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self.classes[-1] if self.classes and self.scopes[-1][1] else None
+        top_level = len(self.scopes) == 1
+        self._top.append(top_level)
         self.functions.append((node.name.value, owner))
         self.scopes.append(({name: None for name in param_names(node.params)}, False))
+        if top_level:  # what its callers pass: settled by the project pass
+            self.module_functions.append(node.name.value)
+            for index, param in enumerate([*node.params.posonly_params, *node.params.params]):
+                self.scopes[-1][0][param.name.value] = Value("param", f"{node.name.value}:{index}:{param.name.value}")
+            for param in node.params.kwonly_params:
+                self.scopes[-1][0][param.name.value] = Value("param", f"{node.name.value}:k:{param.name.value}")
         self.ifs.append({})  # bindings made in a function do not leak out through an enclosing if
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._top.pop()
         self.functions.pop()
         self.scopes.pop()
         self.ifs.pop()
@@ -268,7 +299,23 @@ class Tracker(Analysis):
         if node.asname is not None:
             self.bind(node.asname.name, None)
 
+    def leave_Expr(self, original_node: cst.Expr) -> None:
+        call = original_node.value
+        if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
+                and call.func.attr.value == "add_module"):
+            return
+        holder = self.evaluate(call.func.value)
+        layer = get_arg(call, "module", 1)
+        if holder is None or holder.kind != "seq" or layer is None:
+            return
+        added = self.evaluate(layer.value)  # seq.add_module("softmax", nn.Softmax(1)): the new last layer
+        last = added.detail if added is not None and added.kind in ("module", "seq") else ""
+        self.bind(call.func.value, Value("seq", last, holder.node))
+
     def visit_Return(self, node: cst.Return) -> None:
+        if self._top and self._top[-1] and self.functions:
+            returned = self.evaluate(node.value) if node.value is not None else None
+            self.built.setdefault(self.functions[-1][0], []).append(returned)
         owner = self.in_method("forward")
         if owner is not None:
             owner.returns.append(self.evaluate(node.value) if node.value is not None else None)
@@ -288,6 +335,8 @@ def apply(callee: Optional[Value]) -> Optional[Value]:
         return Value("out", callee.detail) if callee.detail else None
     if callee.kind == "instance":
         return Value("model_out", callee.detail)
+    if callee.kind == "param":
+        return Value("param_out", callee.detail)
     return None
 
 
@@ -373,10 +422,69 @@ def loss_input(flow: Tracker, call: cst.Call, functions: frozenset[str], modules
         if qual not in functions:
             return None
     else:
-        callee = flow.evaluate(call.func)
+        callee = flow.evaluate(loss_object(call))
         if callee is None or callee.kind != "module" or callee.detail not in modules:
             return None
     return first_arg(call)
+
+
+def loss_object(call: cst.Call) -> cst.BaseExpression:
+    """Return what a loss call calls: ``criterion`` for ``criterion(...)`` and ``criterion.forward(...)``."""
+    func = call.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self_attr(func) is None:
+        return func.value
+    return func
+
+
+def param_loss_input(flow: Tracker, call: cst.Call) -> Optional[tuple[str, cst.Arg]]:
+    """Return (parameter, prediction argument) if ``call`` calls a parameter of a module-level function."""
+    if flow.context.qualname(call.func) is not None:
+        return None
+    callee = flow.evaluate(loss_object(call))
+    arg = first_arg(call)
+    if callee is None or callee.kind != "param" or arg is None:
+        return None
+    return callee.detail, arg
+
+
+def describe(value: Optional[Value]) -> str:
+    """Return what a call site passes, as the project pass reads it (``project.CallSite``)."""
+    if value is None or value.kind not in ("instance", "seq", "module", "param"):
+        return "?"
+    return f"{value.kind}:{value.detail}"
+
+
+class CallSites(cst.BatchableCSTVisitor):
+    """Record the calls of the file by name (``train(model)``, ``train.run(model)``) for the project pass."""
+
+    def __init__(self, context: FileContext, facts: "FileFacts") -> None:
+        super().__init__()
+        self.context = context
+        self.flow = context.shared(Tracker)
+        self.facts = facts
+
+    def visit_Call(self, node: cst.Call) -> None:
+        written = dotted_name(node.func)
+        if written is None:
+            return
+        qual = self.context.qualname(node.func) or ""
+        if ("." in written and not qual) or qual.startswith("torch.") or written.rsplit(".", 1)[-1][:1].isupper() \
+                or (not qual and (written in _BUILTINS or self.flow.bound(written))):
+            return  # a method of an object, torch's API, a class, a builtin or a variable: not a project function
+        args: list[list[object]] = []
+        position = 0
+        for arg in node.args:
+            if arg.star:
+                args.append(["*", "?"])
+            elif arg.keyword is not None:
+                args.append([arg.keyword.value, describe(self.flow.evaluate(arg.value))])
+            else:
+                args.append([position, describe(self.flow.evaluate(arg.value))])
+                position += 1
+        self.facts.calls.append((written, qual, args))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        self.facts.functions = list(dict.fromkeys(self.flow.module_functions))
 
 
 def direct_activation_input(flow: Tracker, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:

@@ -24,6 +24,7 @@ from pytest_traincheck.lint import fixer
 from pytest_traincheck.lint.rule import RawFinding, Rule
 from pytest_traincheck.lint.context import FileContext, ImportTracker
 from pytest_traincheck.lint.engine import FileResult, Settings, syntax_finding
+from pytest_traincheck.analyses.dataflow import CallSites, Tracker
 from pytest_traincheck.analyses.facts import FactsCollector, FileFacts
 from pytest_traincheck.lint.noqa import parse_noqa, suppressed
 from pytest_traincheck.lint.walk import walk
@@ -228,7 +229,11 @@ def build_visitors(context: FileContext, rules: Sequence[type[Rule]],
     instances = [rule(context) for rule in rules]
     kinds = dict.fromkeys(kind for rule in rules for kind in rule.ANALYSES)
     first: list[cst.BatchableCSTVisitor] = [ImportTracker(context)] + ([facts] if facts is not None else [])
-    return [*first, *(context.shared(kind) for kind in kinds), *instances]
+    if facts is None:
+        return [*first, *(context.shared(kind) for kind in kinds), *instances]
+    kinds.setdefault(Tracker)  # the call sites record what the tracker knows each argument holds
+    calls = CallSites(facts.context, facts.facts)
+    return [*first, *(context.shared(kind) for kind in kinds), calls, *instances]
 
 
 def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.lint.engine import FileResult, Settings
 
 CACHE_DIR_NAME = ".traincheck_cache"
+# Bumped whenever an entry's layout changes (2: facts hold functions and call sites), so that
+# entries written by an older layout are never read back.
+SCHEMA = "2"
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +49,7 @@ def entry_key(shown: str, data: bytes, settings: "Settings") -> str:
     """
     digest = hashlib.sha256()
     torch = installed_torch() if "TRN208" in settings.codes else ""
-    for part in (__version__, shown, repr(settings.signature()), torch):
+    for part in (__version__, SCHEMA, shown, repr(settings.signature()), torch):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     digest.update(data)

@@ -42,20 +42,35 @@ class ClassFacts:
     direct_module: bool = False  # a base is nn.Module (or Lightning's)
 
 
+# One call of a function by name: (callee as written, callee qualified through the imports or "",
+# the arguments as [position or keyword, what the caller knows it passes]). What is passed reads
+# ``instance:<class>``, ``seq:<last layer>``, ``module:<torch class>``, ``param:<func>:<index>:<name>``
+# (the caller's own parameter) or ``?``; a ``*args``/``**kwargs`` argument has the key ``*``.
+CallSite = tuple[str, str, list[list[object]]]
+
+# What a torch module class computes when called, for an argument that is one (or a Sequential ending in one).
+_MODULE_ACTIVATION = {"torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid"}
+
+
 @dataclass
 class FileFacts:
-    """Facts from one file: its classes by name."""
+    """Facts from one file: its classes by name, its module-level functions and the calls it makes by name."""
 
     classes: dict[str, ClassFacts] = field(default_factory=dict)
+    functions: list[str] = field(default_factory=list)
+    calls: list[CallSite] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """Return plain data for the cache."""
-        return {name: vars(facts) for name, facts in self.classes.items()}
+        return {"classes": {name: vars(facts) for name, facts in self.classes.items()},
+                "functions": list(self.functions), "calls": [list(site) for site in self.calls]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, dict[str, object]]) -> "FileFacts":
+    def from_dict(cls, data: dict[str, object]) -> "FileFacts":
         """Rebuild from ``to_dict`` output."""
-        return cls({name: ClassFacts(**values) for name, values in data.items()})  # type: ignore[arg-type]
+        classes = {name: ClassFacts(**values) for name, values in data["classes"].items()}  # type: ignore[attr-defined]
+        calls = [(str(w), str(q), list(a)) for w, q, a in data["calls"]]  # type: ignore[attr-defined]
+        return cls(classes, [str(f) for f in data["functions"]], calls)  # type: ignore[attr-defined]
 
 
 class ProjectFacts:
@@ -72,9 +87,14 @@ class ProjectFacts:
 
     def __init__(self, files: Iterable[tuple[str, FileFacts]]) -> None:
         self.classes: dict[str, list[tuple[str, ClassFacts]]] = {}
+        self.calls: dict[str, list[tuple[str, CallSite]]] = {}  # by the callee's last name
+        self.functions: dict[str, set[str]] = {}  # file -> its module-level functions
         for path, facts in files:
             for name, cls in facts.classes.items():
                 self.classes.setdefault(name, []).append((path, cls))
+            self.functions[_norm(path)] = set(facts.functions)
+            for site in facts.calls:
+                self.calls.setdefault(site[0].rsplit(".", 1)[-1], []).append((path, site))
 
     def _candidates(self, name: str, path: str) -> list[tuple[str, ClassFacts]]:
         found = self.classes.get(name.rsplit(".", 1)[-1], [])
@@ -137,7 +157,81 @@ class ProjectFacts:
             return self.is_module(condition.name, path) and self.recurrent(condition.name, path)
         if condition.kind == "not-recurrent":
             return not self.recurrent(condition.name, path)
+        if condition.kind == "param":
+            return self.param_holds(condition.name, condition.value, path, set())
         raise ValueError(f"unknown condition kind {condition.kind!r}")
+
+
+    # -- parameters: what every call site passes ------------------------------------------------
+    def call_sites(self, func: str, path: str) -> list[tuple[str, list[list[object]]]]:
+        """Return (caller's file, arguments) of every recorded call that may reach ``func`` of ``path``.
+
+        A call resolved by its import to another file of the run is left out; one that cannot be
+        resolved (a bare name its file does not define, a module outside the run) is kept, so that
+        it must agree too: an unresolved caller never makes a finding, it can only prevent one.
+        """
+        target = _norm(path)
+        sites = []
+        for caller, (written, qual, args) in self.calls.get(func, []):
+            here = _norm(caller)
+            if not qual:
+                if "." in written or (here != target and func in self.functions.get(here, set())):
+                    continue  # a method call, or the caller's own function of that name
+                if here == target and func not in self.functions.get(here, set()):
+                    continue
+                sites.append((caller, args))
+                continue
+            module, _, name = qual.rpartition(".")
+            if name != func or not module:
+                continue
+            resolved = next((f for f in _module_files(module, caller) if f in self.functions), None)
+            if resolved is None or resolved == target:
+                sites.append((caller, args))
+        return sites
+
+    def param_holds(self, func: str, requirements: str, path: str, seen: set[tuple[str, str, str]]) -> bool:
+        """True if every call of ``func`` (of ``path``) passes what ``requirements`` ask, and one exists.
+
+        ``requirements`` are ``;``-separated ``<index>:<name>=<want>``, ``want`` being ``returns:<activation>``
+        (a model whose forward returns it) or ``module:<class>|<class>`` (an instance of one of these torch classes).
+        """
+        key = (_norm(path), func, requirements)
+        if key in seen or len(seen) > 20:  # a recursive function, or a very long chain of callers
+            return False
+        seen.add(key)
+        try:
+            sites = self.call_sites(func, path)
+            return bool(sites) and all(self._site_passes(args, requirements, caller, seen) for caller, args in sites)
+        finally:
+            seen.discard(key)  # ``seen`` holds the chain being followed, not every condition settled
+
+    def _site_passes(self, args: list[list[object]], requirements: str, caller: str,
+                     seen: set[tuple[str, str, str]]) -> bool:
+        if any(k == "*" for k, _ in args):
+            return False
+        for requirement in requirements.split(";"):
+            param, _, want = requirement.partition("=")
+            index, _, name = param.partition(":")
+            passed = next((str(d) for k, d in args if k == name), None)
+            if passed is None and index.isdigit():
+                passed = next((str(d) for k, d in args if k == int(index)), None)
+            if passed is None or not self._passes(passed, want, caller, seen):
+                return False
+        return True
+
+    def _passes(self, passed: str, want: str, caller: str, seen: set[tuple[str, str, str]]) -> bool:
+        kind, _, detail = passed.partition(":")
+        wanted, _, what = want.partition(":")
+        if kind == "param":
+            func, _, param = detail.partition(":")
+            return self.param_holds(func, f"{param}={want}", caller, seen)
+        if wanted == "returns":
+            if kind == "instance":
+                return self.is_module(detail, caller) and self.returns(detail, caller, what)
+            return kind in ("seq", "module") and _MODULE_ACTIVATION.get(detail) == what
+        if wanted == "module":
+            return kind == "module" and detail in what.split("|")
+        return False
 
 
 def _norm(path: str) -> str:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Condition, Invalid, Valid
-from pytest_traincheck.analyses.dataflow import FlowRule, direct_activation_input, loss_input, replace_loss_input
+from pytest_traincheck.analyses.dataflow import (
+    FlowRule,
+    direct_activation_input,
+    loss_input,
+    param_loss_input,
+    replace_loss_input,
+)
 from pytest_traincheck.analyses.torch_vocabulary import CROSS_ENTROPY
 
 _FUNCTIONS = frozenset({"torch.nn.functional.cross_entropy"})
@@ -39,9 +45,13 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
     loss gets the logits is not flagged, and neither is `log_softmax` before
     cross entropy: `log_softmax` is idempotent, so `cross_entropy(log_softmax(z))`
     equals `cross_entropy(z)` exactly (values and gradients), a redundant but
-    harmless operation. Losses and models passed in as function parameters,
-    values chosen in an `if` branch, and tuples returned by `forward` are not
-    followed; those cases go unreported.
+    harmless operation. A model (or loss) passed in as a parameter of a
+    module-level function (`def train(model, criterion, ...)`) is followed only
+    when every call of that function found in the run, in its own file or
+    imported by module path, passes a softmax model (and cross entropy); one
+    caller passing logits or something unknown, a `*args` call, or a function
+    only passed around as a callback leaves it unreported. Values chosen in an
+    `if` branch and tuples returned by `forward` are not followed.
 
     ## Example
     ```python
@@ -69,7 +79,8 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
                "pass the raw logits and keep softmax for reporting only.")
     FIX_TITLE = "Pass the softmax's input (the logits) to the loss"
     FIX_SAFE = False
-    TRIGGERS = ("cross_entropy", "CrossEntropyLoss")
+    # "torch": the model and the loss may both arrive as parameters, named nowhere in the file
+    TRIGGERS = ("torch", "cross_entropy", "CrossEntropyLoss")
 
     VALID = [
         Valid("""
@@ -127,6 +138,37 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             out = torch.softmax(z, dim=1)
             def step(out, y):
                 return nn.CrossEntropyLoss()(out, y)
+            """),
+        # The training function's model parameter: one caller passes logits.
+        Valid("""
+            import torch.nn as nn
+            def train(model, x, y):
+                return nn.CrossEntropyLoss()(model(x), y)
+            train(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), x, y)
+            train(nn.Sequential(nn.Linear(4, 3)), x, y)
+            """),
+        # ... or something the linter cannot see (a model from a factory, a `*args` call).
+        Valid("""
+            import torch.nn as nn
+            def train(model, x, y):
+                return nn.CrossEntropyLoss()(model(x), y)
+            train(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), x, y)
+            train(make_model(), x, y)
+            train(*args)
+            """),
+        # The loss is a parameter, and a caller passes NLLLoss (which wants the log-softmax).
+        Valid("""
+            import torch.nn as nn
+            def step(model, loss_fn, x, y):
+                return loss_fn(model(x), y)
+            model = nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=1))
+            step(model, nn.NLLLoss(), x, y)
+            """),
+        # A function nobody calls by name: what it is given is unknown.
+        Valid("""
+            import torch.nn as nn
+            def train(model, x, y):
+                return nn.CrossEntropyLoss()(model(x), y)
             """),
         # A user function named like the loss is not the loss.
         Valid("""
@@ -209,6 +251,72 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
                         return F.softmax(self.fc(x), dim=1)
                 """},
         ),
+        # The model and the loss reach the training function as parameters; a builder fills a
+        # Sequential with add_module, and both are called through .forward.
+        Invalid("""
+            import torch
+
+            def build_model(n_in, n_out):
+                model = torch.nn.Sequential()
+                model.add_module("linear", torch.nn.Linear(n_in, n_out))
+                model.add_module("softmax", torch.nn.Softmax(dim=1))
+                return model
+
+            def train(model, loss, optimizer, x, y):
+                optimizer.zero_grad()
+                output = loss.forward(model.forward(x), y)
+                output.backward()
+                optimizer.step()
+
+            def main():
+                model = build_model(784, 10)
+                loss = torch.nn.CrossEntropyLoss()
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+                for x, y in loader:
+                    train(model, loss, optimizer, x, y)
+            """, line=11, column=14),
+        # Cross-file: main.py builds the softmax classifier (defined in model.py) and passes it
+        # to this file's training function, which owns the loss.
+        Invalid(
+            """
+            import torch.nn as nn
+
+            def source_only(encoder, classifier, loader):
+                criterion = nn.CrossEntropyLoss()
+                for x, y in loader:
+                    pred = classifier(encoder(x))
+                    loss = criterion(pred, y)
+            """,
+            line=7,
+            files={
+                "main.py": """
+                    import torch
+                    import model
+                    import snippet as train
+
+                    def main():
+                        encoder = model.Encoder().cuda()
+                        classifier = model.Classifier().cuda()
+                        train.source_only(encoder, classifier, loader=loader)
+                    """,
+                "model.py": """
+                    import torch.nn as nn
+                    import torch.nn.functional as F
+
+                    class Encoder(nn.Module):
+                        def forward(self, x):
+                            return self.conv(x)
+
+                    class Classifier(nn.Module):
+                        def __init__(self):
+                            super().__init__()
+                            self.fc = nn.Linear(128, 10)
+
+                        def forward(self, x):
+                            return F.softmax(self.fc(x), dim=1)
+                    """,
+            },
+        ),
         # A LightningModule whose wrapped model returns softmax.
         Invalid("""
             import torch.nn as nn
@@ -237,8 +345,11 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
 
     def visit_Call(self, node: cst.Call) -> None:
         arg = loss_input(self.flow, node, _FUNCTIONS, _MODULES)
-        value = self.flow.evaluate(arg.value) if arg is not None else None
-        if arg is None or value is None:
+        if arg is None:
+            self._check_loss_param(node)
+            return
+        value = self.flow.evaluate(arg.value)
+        if value is None:
             return
         if value.kind == "act" and value.detail == "softmax":
             inline = direct_activation_input(self.flow, arg.value) is not None
@@ -247,3 +358,31 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             message = (f"`{value.detail.rsplit('.', 1)[-1]}.forward` returns softmax probabilities, and cross entropy applies "
                        "`log_softmax` itself: return the logits from `forward` and apply softmax only for reporting.")
             self.report_if(Condition("returns", value.detail, "softmax"), node, message)
+        elif value.kind == "param_out":
+            func, _, param = value.detail.partition(":")
+            self.report_if(Condition("param", func, f"{param}=returns:softmax"), node, _param_message(value.detail))
+
+    def _check_loss_param(self, node: cst.Call) -> None:
+        """The loss is a parameter too (``def train(model, loss, ...)``): every caller must pass cross entropy."""
+        found = param_loss_input(self.flow, node)
+        if found is None:
+            return
+        loss, arg = found
+        value = self.flow.evaluate(arg.value)
+        func, _, loss_param = loss.partition(":")
+        wants_loss = f"{loss_param}=module:{'|'.join(sorted(_MODULES))}"
+        if value is not None and value.kind == "act" and value.detail == "softmax":
+            self.report_if(Condition("param", func, wants_loss), node)
+        elif value is not None and value.kind == "param_out" and value.detail.partition(":")[0] == func:
+            model_param = value.detail.partition(":")[2]
+            self.report_if(Condition("param", func, f"{model_param}=returns:softmax;{wants_loss}"), node,
+                           _param_message(value.detail))
+
+
+def _param_message(param: str) -> str:
+    """The message for a model that reaches the loss as the parameter ``<func>:<index>:<name>``."""
+    func, _, rest = param.partition(":")
+    name = rest.partition(":")[2]
+    return (f"Every call of `{func}` passes as `{name}` a model whose `forward` returns softmax probabilities, and "
+            "cross entropy applies `log_softmax` itself: return the logits from `forward` and apply softmax only "
+            "for reporting.")
