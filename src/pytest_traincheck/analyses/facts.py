@@ -10,7 +10,7 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import dotted_name, self_attr
+from pytest_traincheck.lint.rule import dotted_name, get_arg, self_attr
 from pytest_traincheck.lint.context import FileContext
 from pytest_traincheck.analyses.torch_vocabulary import (
     ACTIVATION_FUNCS,
@@ -120,6 +120,22 @@ class FactsCollector(cst.BatchableCSTVisitor):
                 else:
                     local_scope.pop(target.target.value, None)
 
+    def visit_Expr(self, node: cst.Expr) -> None:
+        call = node.value
+        if not self._stack or not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute) \
+                or call.func.attr.value != "add_module":
+            return
+        attr = self_attr(call.func.value)
+        layer = get_arg(call, "module", 1)
+        if attr is None or layer is None:
+            return
+        _, layers = self._stack[-1]
+        activation = module_activation(self.context, layer.value)  # self.fc.add_module(...): its new last layer
+        if activation:
+            layers[attr] = activation
+        else:
+            layers.pop(attr, None)
+
     def _user_class(self, value: cst.BaseExpression) -> Optional[str]:
         """Return ``class:Name`` when ``value`` builds an instance of a (non-torch) class."""
         if not isinstance(value, cst.Call):
@@ -148,8 +164,11 @@ class FactsCollector(cst.BatchableCSTVisitor):
         activation = activation_of(self.context, value, layers)
         if activation is None and isinstance(value, cst.Name) and self._locals:
             activation = self._locals[-1].get(value.value)
-        if activation is None:
-            attr = self_attr(value.func) if isinstance(value, cst.Call) else None
+        if activation is None and isinstance(value, cst.Call):
+            func = value.func  # self.fc(x), or self.fc.forward(x)
+            if isinstance(func, cst.Attribute) and func.attr.value == "forward" and self_attr(func) is None:
+                func = func.value
+            attr = self_attr(func)
             activation = layers.get(attr) if attr else None
         if activation and activation not in facts.returns:
             facts.returns.append(activation)

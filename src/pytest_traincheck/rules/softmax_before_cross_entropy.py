@@ -147,6 +147,24 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             train(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), x, y)
             train(nn.Sequential(nn.Linear(4, 3)), x, y)
             """),
+        # A layer added after the softmax: the head ends in logits again.
+        Valid("""
+            import torch
+
+            class Head(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = torch.nn.Sequential(torch.nn.Softmax(dim=1))
+                    self.fc.add_module("out", torch.nn.Linear(10, 10))
+
+                def forward(self, x):
+                    return self.fc.forward(x)
+
+            def train(model, x, y):
+                return torch.nn.CrossEntropyLoss()(model(x), y)
+
+            train(Head(), x, y)
+            """),
         # ... or something the linter cannot see (a model from a factory, a `*args` call).
         Valid("""
             import torch.nn as nn
@@ -275,6 +293,25 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
                 for x, y in loader:
                     train(model, loss, optimizer, x, y)
             """, line=11, column=14),
+        # The classifier head is filled with add_module in __init__; forward calls it through .forward.
+        Invalid("""
+            import torch
+
+            class ConvNet(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = torch.nn.Sequential()
+                    self.fc.add_module("fc", torch.nn.Linear(320, 10))
+                    self.fc.add_module("softmax", torch.nn.Softmax(dim=1))
+
+                def forward(self, x):
+                    return self.fc.forward(x.view(-1, 320))
+
+            def train(model, loss, x, y):
+                return loss.forward(model.forward(x), y)
+
+            train(ConvNet(), torch.nn.CrossEntropyLoss(), x, y)
+            """, line=14),
         # Cross-file: main.py builds the softmax classifier (defined in model.py) and passes it
         # to this file's training function, which owns the loss.
         Invalid(
