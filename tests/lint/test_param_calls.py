@@ -136,3 +136,18 @@ def test_settled_from_the_cache_when_only_the_caller_changes(tmp_path: Path, cap
     caller.write_text(caller.read_text().replace("Classifier()", "Logits()").replace("import Classifier",
                                                                                      "import Logits"))
     assert lint() == []
+
+
+def test_cache_entries_keep_call_sites_and_refuse_malformed_ones() -> None:
+    from pytest_traincheck.lint import cache
+    from pytest_traincheck.lint.engine import FileResult
+
+    facts = FileFacts(functions=["fit"], calls=[("fit", "", [[0, "seq:torch.nn.Softmax"], ["*", "?"]])])
+    entry = {"path": "a.py", "findings": [], "deferred": [], "facts": facts.to_dict(), "internal_error": False}
+    assert cache.decode(json.loads(json.dumps(entry))) == FileResult("a.py", facts=facts)
+    for bad in ([["fit", "", [[0.5, "?"]]]], [["fit", None, []]], [["fit", ""]], "calls"):
+        broken = dict(entry, facts=dict(facts.to_dict(), calls=bad))
+        with pytest.raises(cache.BadEntry):
+            cache.decode(json.loads(json.dumps(broken)))
+    with pytest.raises(cache.BadEntry):  # an entry of the old layout (classes by name only)
+        cache.decode(dict(entry, facts={}))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from pytest_traincheck import __version__
 from pytest_traincheck.lint.findings import Finding
-from pytest_traincheck.lint.project import ClassFacts, Condition, FileFacts
+from pytest_traincheck.lint.project import CallSite, ClassFacts, Condition, FileFacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.lint.engine import FileResult, Settings
@@ -109,13 +109,29 @@ def decode(raw: object) -> "FileResult":
         if not isinstance(pair, list) or len(pair) != 2:
             raise BadEntry("deferred: not a pair")
         deferred.append((_build(Finding, pair[0]), _build(Condition, pair[1])))
+    if set(facts) != {"classes", "functions", "calls"} or not isinstance(facts["classes"], dict) \
+            or not _CHECKS["list[str]"](facts["functions"]):
+        raise BadEntry("facts: wrong fields")
     classes = {}
-    for name, values in facts.items():
+    for name, values in facts["classes"].items():
         classes[name] = _build(ClassFacts, values)
+    calls = [_call_site(site) for site in _list(facts["calls"])]
     if any(f.path != path for f in findings) or any(f.path != path for f, _ in deferred):
         raise BadEntry("a finding of another file")
-    return FileResult(path=path, findings=findings, deferred=deferred, facts=FileFacts(classes),
-                      internal_error=internal_error)
+    return FileResult(path=path, findings=findings, deferred=deferred,
+                      facts=FileFacts(classes, list(facts["functions"]), calls), internal_error=internal_error)
+
+
+def _call_site(site: object) -> CallSite:
+    """Check one recorded call: [callee as written, qualified callee, [[position or keyword, passed], ...]]."""
+    if not isinstance(site, list) or len(site) != 3 or not isinstance(site[0], str) or not isinstance(site[1], str):
+        raise BadEntry("calls: not a call site")
+    args = _list(site[2])
+    for arg in args:
+        if not isinstance(arg, list) or len(arg) != 2 or not isinstance(arg[1], str) \
+                or not (isinstance(arg[0], str) or type(arg[0]) is int):
+            raise BadEntry("calls: not an argument")
+    return site[0], site[1], args
 
 
 def load(cache_dir: Path, key: str) -> Optional["FileResult"]:
