@@ -191,6 +191,9 @@ def _check_file(report: DataReport, split: str, row: int, name: str, root: Path)
     if path.is_dir():
         report.errors.append(Issue("unreadable", split, row, shown, "is a folder, not an image file"))
         return None
+    if not path.is_file():  # a FIFO or a device: opening it would block forever
+        report.errors.append(Issue("unreadable", split, row, shown, "not a regular file (a FIFO or a device?)"))
+        return None
     try:
         with warnings.catch_warnings():
             # Decoder chatter (EXIF, ICC profiles) would scatter through the report; failures still raise.

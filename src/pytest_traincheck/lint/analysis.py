@@ -23,6 +23,7 @@ from pytest_traincheck.lint.findings import Finding
 from pytest_traincheck.lint import fixer
 from pytest_traincheck.lint.rule import RawFinding, Rule
 from pytest_traincheck.lint.context import FileContext, ImportTracker
+from pytest_traincheck.lint import engine
 from pytest_traincheck.lint.engine import FileResult, Settings, syntax_finding
 from pytest_traincheck.analyses.dataflow import CallSites, Tracker
 from pytest_traincheck.analyses.facts import FactsCollector, FileFacts
@@ -31,7 +32,7 @@ from pytest_traincheck.lint.walk import walk
 
 # Beyond these, libcst's parser becomes too slow (super-linear on huge files and long
 # operator chains) or crashes (deep nesting): such files are reported, not linted.
-MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_FILE_BYTES = engine.MAX_FILE_BYTES
 MAX_LINE_CHARS = 20_000
 MAX_NESTING = 200  # CPython's own limit for nested brackets
 # libcst recurses once per level of nesting in Python code (positions, traversal) and in its native

@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.lint.rule import Rule
 
 
+# Beyond this a file is not linted (generated code?); it is never read whole to find that out.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+
+
 @dataclass
 class Settings:
     """What a worker needs to lint one file (picklable)."""
@@ -86,9 +90,11 @@ def lint_file(path: Path, shown: str, settings: Settings, *, look_up: bool = Tru
     if not path.is_file():  # a FIFO would block forever; a folder named x.py cannot be read
         return FileResult(shown, findings=[syntax_finding(shown, 1, 1, "not a regular file; not linted")])
     try:
-        data = path.read_bytes()
+        data = read_limited(path)
     except OSError as exc:
         return FileResult(shown, findings=[syntax_finding(shown, 1, 1, f"cannot read file: {exc.strerror}")])
+    if len(data) > MAX_FILE_BYTES:
+        return lint_bytes(shown, data, settings)  # reported as too large, from its first bytes only
     if settings.cache_dir is None or settings.fix:
         return lint_bytes(shown, data, settings)
     key = cache.entry_key(shown, data, settings)
@@ -96,6 +102,12 @@ def lint_file(path: Path, shown: str, settings: Settings, *, look_up: bool = Tru
     if cached is not None:
         return cached
     return _lint_and_store(shown, data, key, settings)
+
+
+def read_limited(path: Path) -> bytes:
+    """Read ``path``, but no more than one byte past ``MAX_FILE_BYTES`` (a huge sparse file stays cheap)."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1)
 
 
 def _lint_and_store(shown: str, data: bytes, key: str, settings: Settings) -> FileResult:
@@ -149,16 +161,17 @@ def run_files(
 
 def _cached(path: Path, shown: str, settings: Settings) -> Optional[FileResult]:
     try:
-        data = path.read_bytes() if path.is_file() else None
+        data = read_limited(path) if path.is_file() else None
     except OSError:
         return None
-    if data is None:
+    if data is None or len(data) > MAX_FILE_BYTES:
         return None
     return cache.load(Path(settings.cache_dir or "."), cache.entry_key(shown, data, settings))
 
 
 def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int) -> list[FileResult]:
     work = [(path, shown, settings) for path, shown in files]
+    jobs = min(jobs, default_jobs())  # more workers than usable CPUs only add memory and switching
     if jobs > 1 and len(work) > 2:
         return _run_pool(work, jobs)
     return [_worker(item) for item in work]
