@@ -247,6 +247,8 @@ def test_the_overfit_check_alone_records_series_and_draws_its_curve() -> None:
     lines = summary_lines(rows)
     assert sparkline(curve, 24) in lines[1] and sparkline(curve, 24) not in lines[2]
     assert lines[1].endswith("end 0.01 (1% of start)")  # the curve's end value, which bars alone hide
+    tiny = summary_lines([CheckResult("TRN601", "slug", Verdict.PASS, "ok", curve=[1.5, 1e-4], setup="s")])
+    assert tiny[1].endswith("end 0.0001 (<1% of start)")
 
 
 def test_duplicate_setup_names_are_refused() -> None:

@@ -98,5 +98,8 @@ def summary_lines(results: Iterable[CheckResult]) -> list[str]:
 def _end(curve: list[float]) -> str:
     """Return the curve's end value and its share of the start, which the bars alone cannot show."""
     first, last = curve[0], curve[-1]
-    share = f" ({last / first:.0%} of start)" if first > 0 and math.isfinite(first) and math.isfinite(last) else ""
+    share = ""
+    if first > 0 and math.isfinite(first) and math.isfinite(last):
+        ratio = last / first
+        share = f" ({'<1%' if 0 <= ratio < 0.005 else f'{ratio:.0%}'} of start)"  # never a misleading 0%
     return f"  end {last:.3g}{share}"
