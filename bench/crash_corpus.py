@@ -6,7 +6,10 @@ Run by hand, not in CI (it takes minutes):
     python bench/crash_corpus.py bench/corpus --fix                          # fix a copy, verify round trips
 
 A crash is a TRN001 finding (a rule raised; the engine kept the other rules'
-findings) or an exception escaping the engine. With `--fix`, every fixed file
+findings) or an exception escaping the engine. Generated hostile cases run
+first: expression chains from 100 to 30,000 deep (each must cost its file one
+finding, never the run or a worker), and CRLF, latin-1 and BOM files whose fix
+must keep their bytes' encoding. With `--fix`, every fixed file
 must re-parse, a second `--fix` must change nothing, and only the lines of the
 fixed findings may change.
 """
@@ -96,6 +99,60 @@ def check_fix_round_trip(root: Path) -> list[str]:
     return problems
 
 
+_GOOD = "import torch\nouter = torch.ger(a, b)\n"
+_CHAINS = {
+    "plus": lambda n: "import torch\nx = " + " +\\\n    ".join(["a"] * n) + "\n",
+    "attribute": lambda n: "import torch\nx = a" + "\\\n    .b" * n + "\n",
+    "not": lambda n: "import torch\nx = " + "not \\\n" * n + "a\n",
+    "call": lambda n: "import torch\nx = f" + "()" * min(n, 5000) + "\n",
+    "string": lambda n: "import torch\nx = (" + "\n".join(['"a"'] * n) + ")\n",
+}
+_ENCODED = {
+    "crlf": ("import torch\r\ntorch.nn.utils.clip_grad_norm(m.parameters(), 1.0)\r\n").encode(),
+    "latin1": ("# -*- coding: latin-1 -*-\nname = 'caf\xe9'\nimport torch\n"
+               "torch.nn.utils.clip_grad_norm(m.parameters(), 1.0)\n").encode("latin-1"),
+    "bom": b"\xef\xbb\xbfimport torch\ntorch.nn.utils.clip_grad_norm(m.parameters(), 1.0)\n",
+}
+
+
+def hostile_cases(jobs: int) -> list[str]:
+    """Deep nesting and encodings: one finding per deep file, other files intact, fixes keep the bytes' form."""
+    problems: list[str] = []
+    settings = engine.Settings(tuple(rule.CODE for rule in all_rules()))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for kind, make in _CHAINS.items():
+            for depth in (100, 350, 1000, 5000, 30000):
+                path = Path(tmp) / f"{kind}_{depth}.py"
+                path.write_text(make(depth))
+                files.append((path, path.name))
+        for i in range(4):
+            (Path(tmp) / f"good{i}.py").write_text(_GOOD)
+            files.append((Path(tmp) / f"good{i}.py", f"good{i}.py"))
+        try:
+            results = engine.run_files(files, settings, jobs=max(jobs, 2))
+        except Exception:
+            return [f"deep nesting: the run raised\n{traceback.format_exc()}"]
+        for result in results:
+            codes = [f.code for f in result.findings]
+            if result.path.startswith("good") and codes != ["TRN901"]:
+                problems.append(f"{result.path}: expected one TRN901, got {codes}")
+            elif not result.path.startswith("good") and len(codes) > 1:
+                problems.append(f"{result.path}: {len(codes)} findings for one deep file: {codes}")
+    fix = engine.Settings(settings.codes, fix=True)
+    for kind, data in _ENCODED.items():
+        result = engine.lint_bytes(f"{kind}.py", data, fix)
+        if result.fixed_source is None:
+            problems.append(f"encoding {kind}: no fix applied")
+            continue
+        fixed = result.fixed_source.encode(result.encoding)
+        same_form = {"crlf": fixed.count(b"\r\n") == data.count(b"\r\n"),
+                     "latin1": b"caf\xe9" in fixed, "bom": fixed.startswith(b"\xef\xbb\xbf")}[kind]
+        if not same_form:
+            problems.append(f"encoding {kind}: the fix changed the file's encoding or line endings")
+    return problems
+
+
 def main() -> int:
     """Run the robustness checks and print a report; exit 1 on any crash."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,7 +164,10 @@ def main() -> int:
     files = sorted({p for root in args.paths for p in root.rglob("*.py")})
     codes = tuple(rule.CODE for rule in all_rules())
     settings = engine.Settings(codes)
-    crashes: list[str] = []
+    crashes: list[str] = hostile_cases(args.jobs)
+    print(f"hostile cases (deep nesting, encodings): {len(crashes)} problems")
+    for problem in crashes:
+        print("  " + problem)
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         for found in pool.map(_crashes_in, files, [settings] * len(files), chunksize=16):
