@@ -137,6 +137,8 @@ def _run_lint(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     jobs = args.jobs or engine.default_jobs()
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / ".traincheck_cache")  # type: ignore[attr-defined]
+    if cache_dir is not None and args.cache_dir is None and cache_dir.is_symlink():
+        cache_dir = None  # the default cache folder links elsewhere: not ours to write into unless named
     unwritten = False
     summary, results, by_name = engine.lint_paths(paths, config, fix=args.fix or args.diff,  # type: ignore[arg-type]
                                                   unsafe_fixes=args.unsafe_fixes, jobs=jobs, cache_dir=cache_dir)

@@ -137,7 +137,9 @@ def _call_site(site: object) -> CallSite:
 def load(cache_dir: Path, key: str) -> Optional["FileResult"]:
     """Return the cached result, or None when missing, unreadable or of the wrong shape (a miss)."""
     try:
-        return decode(json.loads(_entry_path(cache_dir, key).read_text(encoding="utf-8")))
+        fd = os.open(_entry_path(cache_dir, key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "r", encoding="utf-8") as handle:
+            return decode(json.loads(handle.read()))
     except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError):
         return None
 
@@ -152,8 +154,14 @@ def store(cache_dir: Path, key: str, result: "FileResult") -> None:
         "internal_error": result.internal_error,
     }
     target = _entry_path(cache_dir, key)
+    # The folders below the cache folder are ours: one that is a link was planted, so write nothing.
+    for folder in (target.parent.parent, target.parent):
+        if os.path.islink(folder):
+            return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(target.parent.parent) or os.path.islink(target.parent):
+            return
         fd, tmp = tempfile.mkstemp(dir=str(target.parent), suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(payload, handle)
@@ -161,8 +169,10 @@ def store(cache_dir: Path, key: str, result: "FileResult") -> None:
     except OSError:
         pass
     gitignore = cache_dir / ".gitignore"
-    if not gitignore.exists():
+    if not os.path.lexists(gitignore):  # a dangling link counts as present: never create its target
         try:
-            gitignore.write_text("# Created by traincheck.\n*\n", encoding="utf-8")
+            fd = os.open(gitignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("# Created by traincheck.\n*\n")
         except OSError:
             pass
