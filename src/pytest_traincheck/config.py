@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pytest_traincheck import catalog
-from pytest_traincheck.versions import declared_torch_version
+from pytest_traincheck.versions import DeclarationError, declared_torch_version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,6 +94,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -145,7 +147,10 @@ def load_config(path: Optional[Path], start: Optional[Path] = None) -> LintConfi
     table = read_table(path)
     config = LintConfig(source=path, root=path.resolve().parent)
     if path.name == "pyproject.toml":
-        config.torch_version = declared_torch_version(path)
+        try:
+            config.torch_version = declared_torch_version(path)
+        except DeclarationError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     for key, value in table.items():
         if key in _SUBTABLES:
             continue

@@ -73,24 +73,45 @@ def newest_allowed(specifier: str) -> Optional[str]:
 _REQUIREMENT = re.compile(r"^\s*torch\s*(\[[^\]]*\])?\s*(\(?\s*([^;()]*)\)?)?\s*(;.*)?$", re.IGNORECASE)
 
 
+class DeclarationError(ValueError):
+    """A dependency declaration of the wrong type or form; the message names the key."""
+
+
+def _expect(value: object, kind: type, key: str) -> None:
+    if not isinstance(value, kind):
+        raise DeclarationError(f"{key}: expected a {'table' if kind is dict else kind.__name__}, "
+                               f"got {type(value).__name__} {value!r}")
+
+
 def _torch_specifiers(data: dict) -> list[str]:  # type: ignore[type-arg]
     found: list[str] = []
     project = data.get("project", {}) if isinstance(data.get("project"), dict) else {}
-    requirements = list(project.get("dependencies", []) or [])
-    for extra in (project.get("optional-dependencies", {}) or {}).values():
+    requirements = project.get("dependencies", []) or []
+    _expect(requirements, list, "[project] dependencies")
+    requirements = list(requirements)
+    extras = project.get("optional-dependencies", {}) or {}
+    _expect(extras, dict, "[project] optional-dependencies")
+    for name, extra in extras.items():
+        _expect(extra or [], list, f"[project.optional-dependencies] {name}")
         requirements.extend(extra or [])
     for requirement in requirements:
         match = _REQUIREMENT.match(str(requirement))
         if match and match.group(3) and match.group(3).strip():
             found.append(match.group(3).strip())
     poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
-    groups = [g.get("dependencies", {}) for g in poetry.get("group", {}).values()]
+    _expect(poetry, dict, "[tool.poetry]")
+    _expect(poetry.get("group", {}), dict, "[tool.poetry] group")
+    groups = [g.get("dependencies", {}) if isinstance(g, dict) else {} for g in poetry.get("group", {}).values()]
     for table in (poetry.get("dependencies", {}), *groups):
         spec = table.get("torch") if isinstance(table, dict) else None
         if isinstance(spec, dict):
             spec = spec.get("version")
         if isinstance(spec, str) and spec.strip() not in ("", "*"):
-            found.append(_poetry_to_pep440(spec.strip()))
+            try:
+                found.append(_poetry_to_pep440(spec.strip()))
+            except (IndexError, ValueError):
+                raise DeclarationError(f"[tool.poetry] dependencies torch: not a version constraint: {spec!r}") \
+                    from None
     return found
 
 
