@@ -151,6 +151,19 @@ def test_hanging_step_is_interrupted_by_the_backstop() -> None:
     assert time.monotonic() - start < 10
 
 
+def test_the_budget_error_names_the_check_the_slow_part_and_how_to_raise_it() -> None:
+    def slow(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        time.sleep(0.3)
+        return ex.good_step(model, batch, optimizer, loss_fn)
+
+    result = run_check("TRN101", prepare(ex.setup(step=slow)), budget=0.5)
+    assert result.verdict is Verdict.ERROR
+    message = result.message
+    assert message.startswith("TRN101: the shared training run (step ")  # which check, which part
+    assert "slow in the training step" in message  # which code
+    assert "--train-sanity-budget" in message and "run_checks(..., budget=" in message  # how to raise it
+
+
 def test_train_epoch_is_fed_repeated_batches() -> None:
     fed: list[int] = []
 
