@@ -93,9 +93,9 @@ def _raise() -> None:
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_a_hanging_rank_ends_the_check_at_the_budget(world: int) -> None:
-    result = run_check("TRN701", prepare(dx.setup(world, step=_on_rank(world - 1, _sleep_forever))), budget=3)
+    result = run_check("TRN701", prepare(dx.setup(world, step=_on_rank(world - 1, _sleep_forever))), budget=12)
     assert result.verdict is Verdict.ERROR, result.describe()
-    assert "did not finish within the budget of 3s" in result.message
+    assert "did not finish within the budget of 12s" in result.message
     assert f"rank {world - 1} in the training step" in result.message
 
 
@@ -121,7 +121,7 @@ def test_a_hanging_rank_takes_its_own_child_processes_down(tmp_path: Path) -> No
         pidfile.write_text(str(child.pid))
         time.sleep(3600)
 
-    result = run_check("TRN701", prepare(dx.setup(step=_on_rank(1, start_child_and_hang))), budget=4)
+    result = run_check("TRN701", prepare(dx.setup(step=_on_rank(1, start_child_and_hang))), budget=12)
     assert result.verdict is Verdict.ERROR
     deadline = time.monotonic() + 5
     while alive(int(pidfile.read_text())) and time.monotonic() < deadline:
