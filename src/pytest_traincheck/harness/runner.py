@@ -108,6 +108,10 @@ def device_problem(device: Optional[str]) -> Optional[str]:
         return f"invalid device {device!r}: {exc}"
     if dev.type == "cuda" and not torch.cuda.is_available():
         return f"device {device!r} requested but CUDA is not available (torch.cuda.is_available() is False)"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type == "meta":
+        return f"device {device!r} holds no data: the checks need real tensors"
     return None
 
 
@@ -137,6 +141,11 @@ def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, de
 
 def _run_seeds(check: Check, data: SetupData, seed: int, device: Optional[str],
                budget: Optional[float], series: Optional[dict[str, list[float]]] = None) -> CheckResult:
+    unusable = device_problem(device)
+    if unusable is not None and "CUDA is not available" not in unusable:
+        # A device name torch rejects, or a CUDA index this machine lacks: every check would fail the
+        # same way, so one clear setup error, not a silent skip. (No CUDA at all stays a skip: CPU CI.)
+        return _error(check, SetupError(unusable))
     skip = _skip_reason(check, data.training, device)
     if skip is not None:
         return check.skipped(skip)
