@@ -62,11 +62,20 @@ _ENTRIES = [
        "`clip_grad_norm` (no trailing underscore) is deprecated.",
        "Use the in-place `torch.nn.utils.clip_grad_norm_`.",
        "Clip gradients (when using RNNs, GRUs, and LSTMs)"),
+    _p("TRN108", "scheduler-step-misordered",
+       "The learning-rate scheduler is stepped before `optimizer.step()` (the schedule's first value is skipped) "
+       "or never stepped, so the learning rate does not follow the schedule.",
+       "Call `scheduler.step()` after `optimizer.step()`, once per step (or per epoch for epoch schedulers)."),
     _p("TRN109", "graph-cut-before-loss",
        "The loss's graph does not reach the parameters (`.detach()`, `.data`, `.item()` re-wrapped, `torch.no_grad()`, "
        "a new `requires_grad_()` leaf), so `backward()` runs but no parameter gets a gradient.",
        "Compute the loss from the model's output without `.detach()`, `.data`, `.item()` or `torch.no_grad()`; "
        "never rebuild it as a new tensor with `requires_grad=True`."),
+    _p("TRN110", "clip-before-unscale",
+       "With a `GradScaler`, gradients are clipped before `scaler.unscale_(optimizer)`: they are still multiplied by "
+       "the loss scale, so the threshold is effectively raised by that factor and nothing is clipped.",
+       "Call `scaler.unscale_(optimizer)` after `scaler.scale(loss).backward()` and before clipping, then "
+       "`scaler.step(optimizer)`."),
     # 2xx: model and loss
     _p("TRN201", "softmax-before-cross-entropy",
        "Softmax output is fed to cross entropy, which applies log-softmax itself: gradients shrink and training stalls.",

@@ -26,6 +26,42 @@ def hf_text() -> Iterator[Any]:
         sys.path.remove(str(EXAMPLES / "hf_text"))
 
 
+@pytest.fixture()
+def gan() -> Iterator[Any]:
+    sys.path.insert(0, str(EXAMPLES / "gan"))
+    try:
+        from gan_example import train
+
+        yield train
+    finally:
+        sys.path.remove(str(EXAMPLES / "gan"))
+
+
+def test_gan_with_two_optimizers_is_clean_under_strict(gan: Any) -> None:
+    report = run_checks(gan.make_training(), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    for code in ("TRN101", "TRN102", "TRN103", "TRN602"):
+        result = report.get(code)
+        assert result.verdict is Verdict.PASS, code
+        assert "`generator`" in result.message and "`discriminator`" in result.message
+
+
+def test_gan_planted_mistake_names_the_generator(gan: Any) -> None:
+    def no_generator_zero_grad(models: Any, batch: Any, optimizers: Any, loss_fn: Any = None) -> Any:
+        original = optimizers["generator"].zero_grad
+        optimizers["generator"].zero_grad = lambda *a, **k: None  # the planted mistake
+        try:
+            return gan.train_step(models, batch, optimizers)
+        finally:
+            optimizers["generator"].zero_grad = original
+
+    training = gan.make_training()
+    training.step = no_generator_zero_grad
+    result = run_checks(training, select=["TRN101"]).get("TRN101")
+    assert result.verdict is Verdict.FAIL, result.describe()
+    assert result.message.startswith("optimizer `generator`") and result.evidence["optimizer"] == "generator"
+
+
 def test_hf_shaped_project_is_clean_under_strict(hf_text: Any) -> None:
     report = run_checks(hf_text.make_training(), strict=True)
     assert report.ok and not report.warnings, report.describe_problems()

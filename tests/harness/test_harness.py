@@ -213,7 +213,7 @@ def test_strict_turns_warn_into_fail() -> None:
 
 
 def test_select_and_ignore_use_code_prefixes() -> None:
-    assert enabled_codes(["TRN1"]) == ["TRN101", "TRN102", "TRN103", "TRN105", "TRN106", "TRN109"]
+    assert enabled_codes(["TRN1"]) == ["TRN101", "TRN102", "TRN103", "TRN105", "TRN106", "TRN108", "TRN109", "TRN110"]
     assert "TRN105" not in enabled_codes(["TRN1"], ["TRN105"])
     assert enabled_codes(["TRN105"], ["TRN1"]) == ["TRN105"]  # the more specific selector wins
     with pytest.raises(ValueError, match="XYZ"):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
-from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.core import SEVERAL_OPTIMIZERS, Harness, several_optimizers
 from pytest_traincheck.harness.record import OVERFIT_RATIO
 
 TARGET_RATIO = OVERFIT_RATIO  # PASS once the loss reaches 10% of its initial value
@@ -71,6 +71,8 @@ class CannotOverfitSingleBatch(Check):
     FAILING = (lambda: ex.setup(step=_no_step),)
 
     def run(self, h: Harness) -> CheckResult:
+        if several_optimizers(h.training):
+            return self.skipped(SEVERAL_OPTIMIZERS)
         # The shared run trains until this check's question is answered (record.OVERFIT_RATIO).
         rec = h.record(raise_error=False, ratios=h.series is not None)  # ratios: for TensorBoard
         if rec.overfit_end is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import tempfile
@@ -13,8 +14,8 @@ from torch import nn
 
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
-from pytest_traincheck.harness.core import Harness, call_user
-from pytest_traincheck.harness.session import Session
+from pytest_traincheck.harness.core import Harness, call_user, load_optimizer_state, named_optimizers, optimizer_state
+from pytest_traincheck.harness.session import Session, accepts
 from pytest_traincheck.harness.trace import Trace
 
 STEPS = 3  # enough for Adam's moments and momentum buffers to hold real state
@@ -22,7 +23,7 @@ TOLERANCE = 1e-6  # max abs difference, relative to max(1, |value|)
 
 
 def _save_full(model: nn.Module, optimizer: Any, path: str) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer_state(optimizer)}, path)
 
 
 def _load_full(model: nn.Module, optimizer: Any, path: str) -> None:
@@ -48,6 +49,25 @@ def _load_what_was_saved(model: nn.Module, optimizer: Any, path: str) -> None:
 
 def _sgd(params: Any) -> Any:
     return torch.optim.SGD(params, lr=0.1)
+
+
+def _scheduled(**overrides: Any) -> Any:
+    """A warmup schedule advanced by the step after each optimizer step."""
+    from pytest_traincheck.checks.scheduler_step_misordered import _step_then, _warmup
+
+    return ex.setup(optimizer=_sgd, scheduler=_warmup, step=_step_then("optimizer first"), **overrides)
+
+
+def _save_with_scheduler(model: nn.Module, optimizer: Any, path: str, scheduler: Any = None) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict()}, path)
+
+
+def _load_with_scheduler(model: nn.Module, optimizer: Any, path: str, scheduler: Any = None) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
 
 
 class CheckpointNotResumable(Check):
@@ -84,10 +104,13 @@ class CheckpointNotResumable(Check):
     PASSING = (lambda: ex.setup(),
                lambda: ex.setup(model=lambda: ex.MLP(dropout=0.3, batchnorm=True)),
                lambda: ex.setup(save_checkpoint=_save_full, load_checkpoint=_load_full),
-               lambda: ex.setup(optimizer=_sgd, save_checkpoint=_save_full, load_checkpoint=_load_model_only))
+               lambda: ex.setup(optimizer=_sgd, save_checkpoint=_save_full, load_checkpoint=_load_model_only),
+               _scheduled, lambda: _scheduled(save_checkpoint=_save_with_scheduler,
+                                              load_checkpoint=_load_with_scheduler))
     FAILING = (lambda: ex.setup(save_checkpoint=_save_full, load_checkpoint=_load_model_only),
                lambda: ex.setup(optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-                                save_checkpoint=_save_model_only, load_checkpoint=_load_what_was_saved))
+                                save_checkpoint=_save_model_only, load_checkpoint=_load_what_was_saved),
+               lambda: _scheduled(save_checkpoint=_save_full, load_checkpoint=_load_full))
 
     def run(self, h: Harness) -> CheckResult:
         how = ("the declared save_checkpoint/load_checkpoint" if h.training.save_checkpoint is not None
@@ -95,10 +118,11 @@ class CheckpointNotResumable(Check):
         with h.session() as original, tempfile.TemporaryDirectory(prefix="traincheck-") as tmp:
             original.train(STEPS)
             path = os.path.join(tmp, "checkpoint.pt")
-            self._save(h, original.model, original.optimizer, path)
+            self._save(h, original.model, original.optimizer, path, original.scheduler)
             model = h.model()
             optimizer = h.optimizer(model)
-            self._load(h, model, optimizer, path)
+            scheduler = h.scheduler(optimizer)  # built before loading, as a resuming script does
+            self._load(h, model, optimizer, path, scheduler)
             loaded = _first_difference(original.model, model)
             if loaded is not None:
                 name, diff = loaded
@@ -110,14 +134,18 @@ class CheckpointNotResumable(Check):
             state = _rng_state()
             original.step()
             carried = len(original.trace.stale)  # backward() added to gradients left by the previous step
-        with _session(h, model, optimizer) as resumed:
+        with _session(h, model, optimizer, scheduler) as resumed:
             _set_rng_state(state)
             resumed.step()
         stepped = _first_difference(original.model, model)
         if stepped is not None:
             name, diff = stepped
+            lr_now, lr_resumed = _lrs(original.optimizer), _lrs(optimizer)
             cause = ("the optimizer state (Adam moments, momentum) is not restored; save and load "
                      "`optimizer.state_dict()` too" if restored < kept else
+                     f"the learning rate differs after resuming ({lr_now} uninterrupted, {lr_resumed} resumed): the "
+                     "scheduler's state is not restored; save and load `scheduler.state_dict()` too"
+                     if lr_now != lr_resumed else
                      f"the uninterrupted run's step added to gradients carried in `.grad` from the previous step "
                      f"({carried} parameter(s); no `zero_grad()`, see TRN101), which no checkpoint holds; clear "
                      "the gradients every step" if carried else
@@ -129,34 +157,54 @@ class CheckpointNotResumable(Check):
                 f"after loading; optimizer state tensors: {kept} uninterrupted, {restored} resumed): {cause}",
                 steps=STEPS, first_difference=name, max_abs_diff=diff, optimizer_state=kept,
                 resumed_optimizer_state=restored, carried_gradients=carried)
+        lr_now, lr_resumed = _lrs(original.optimizer), _lrs(optimizer)
+        if lr_now != lr_resumed:
+            return self.failed(
+                f"resumed after {STEPS} steps ({how}), the next step matched but then the learning rate differs "
+                f"({lr_now} uninterrupted, {lr_resumed} resumed): the scheduler's position is not restored, so "
+                "every later step uses a different learning rate; save and load `scheduler.state_dict()` too",
+                steps=STEPS, lr=lr_now[0], resumed_lr=lr_resumed[0])
         return self.passed(f"resumed after {STEPS} steps ({how}), the next step matched the uninterrupted run "
                            "for every parameter and buffer", steps=STEPS, optimizer_state=kept)
 
-    def _save(self, h: Harness, model: nn.Module, optimizer: Any, path: str) -> None:
+    def _save(self, h: Harness, model: nn.Module, optimizer: Any, path: str, scheduler: Any) -> None:
         save = h.training.save_checkpoint
         if save is None:
             _save_full(model, optimizer, path)
+            if scheduler is not None:  # the scheduler's position travels in the default checkpoint too
+                extra = torch.load(path, weights_only=True)
+                extra["scheduler"] = optimizer_state(scheduler)
+                torch.save(extra, path)
         else:
-            call_user("the `save_checkpoint` function", save, model, optimizer, path)
+            kw = {"scheduler": scheduler} if scheduler is not None and accepts(save, "scheduler") else {}
+            call_user("the `save_checkpoint` function", functools.partial(save, **kw) if kw else save,
+                      model, optimizer, path)
 
-    def _load(self, h: Harness, model: nn.Module, optimizer: Any, path: str) -> None:
+    def _load(self, h: Harness, model: nn.Module, optimizer: Any, path: str, scheduler: Any) -> None:
         load = h.training.load_checkpoint
         if load is None:
             checkpoint = torch.load(path, weights_only=True, map_location=h.device)
             model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            load_optimizer_state(optimizer, checkpoint["optimizer"])
+            if scheduler is not None:
+                load_optimizer_state(scheduler, checkpoint["scheduler"])
         else:
-            call_user("the `load_checkpoint` function", load, model, optimizer, path)
+            kw = {"scheduler": scheduler} if scheduler is not None and accepts(load, "scheduler") else {}
+            call_user("the `load_checkpoint` function", functools.partial(load, **kw) if kw else load,
+                      model, optimizer, path)
 
 
 @contextlib.contextmanager
-def _session(h: Harness, model: nn.Module, optimizer: Any) -> Iterator[Session]:
+def _session(h: Harness, model: nn.Module, optimizer: Any, scheduler: Any = None) -> Iterator[Session]:
     """Run the user's step on given objects, instrumented like `Harness.session`."""
-    trace = Trace(model, optimizer, h.clock.check)
+    traces = {name: Trace(model, opt, h.clock.check) for name, opt in named_optimizers(optimizer).items()}
     try:
-        yield Session(h, model, optimizer, trace)
+        session = Session(h, model, optimizer, traces)
+        session.scheduler = scheduler
+        yield session
     finally:
-        trace.close()
+        for trace in reversed(list(traces.values())):
+            trace.close()
 
 
 def _first_difference(a: nn.Module, b: nn.Module) -> Optional[tuple[str, float]]:
@@ -175,8 +223,13 @@ def _first_difference(a: nn.Module, b: nn.Module) -> Optional[tuple[str, float]]
     return None
 
 
+def _lrs(optimizer: Any) -> list[float]:
+    return [round(float(g["lr"]), 12) for opt in named_optimizers(optimizer).values() for g in opt.param_groups]
+
+
 def _state_entries(optimizer: Any) -> int:
-    return sum(len(v) for v in optimizer.state.values() if isinstance(v, dict))
+    return sum(len(v) for opt in named_optimizers(optimizer).values() for v in opt.state.values()
+               if isinstance(v, dict))
 
 
 def _rng_state() -> dict[str, Any]:

@@ -64,7 +64,9 @@ class ClipOutsideBackwardStep(Check):
     FAILING = (lambda: rnn_setup(step=_clip_after_step), lambda: rnn_setup(step=_clip_before_backward))
 
     def run(self, h: Harness) -> CheckResult:
-        clips = h.record(STEPS).clips
+        return self.per_optimizer(h.record(STEPS).by_optimizer(), lambda trace: self._judge(trace.clips))
+
+    def _judge(self, clips: list[Any]) -> CheckResult:
         if not clips:
             return self.skipped("the training step does not call clip_grad_norm_/clip_grad_value_")
         bad = [c for c in clips if not c.effective]

@@ -11,7 +11,7 @@ from torch import nn
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
-from pytest_traincheck.harness.core import Harness, MissingField
+from pytest_traincheck.harness.core import SEVERAL_OPTIMIZERS, Harness, MissingField, several_optimizers
 from pytest_traincheck.harness.record import Record
 
 MARGIN = 0.9  # the real-input loss must end at least 10% below the zero-input loss
@@ -72,6 +72,8 @@ class LossIgnoresInputs(Check):
     FAILING = (lambda: ex.setup(model=InputDropoutTypo), lambda: ex.setup(step=_zeros_into_model))
 
     def run(self, h: Harness) -> CheckResult:
+        if several_optimizers(h.training):
+            return self.skipped(SEVERAL_OPTIMIZERS)
         steps = max(h.training.overfit_steps // 2, TAIL)
         rec = h.record(1)  # the real-input run: the shared run, from the same initial weights
         real_losses = rec.losses[:steps]

@@ -79,19 +79,27 @@ class MissingZeroGrad(Check):
     FAILING = (lambda: ex.setup(step=_no_zero_grad),)
 
     def run(self, h: Harness) -> CheckResult:
-        trace = h.record(STEPS)  # the shared run: every step it took is evidence
+        shared = h.record(STEPS)  # the shared run: every step it took is evidence
+        # Several optimizers (a GAN): one model's gradients may be added to by another's loss, harmless
+        # when its own optimizer clears them before it steps again.
+        several = len(shared.by_optimizer()) > 1
+        return self.per_optimizer(shared.by_optimizer(), lambda trace: self._judge(trace, several))
+
+    def _judge(self, trace: Any, several: bool) -> CheckResult:
+        stale = [r for r in trace.stale
+                 if not (several and (r.step in trace.cleared_stale or r.step >= len(trace.steps)))]
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
-        if trace.stale:
+        if stale:
             order = {name: i for i, name in enumerate(trace.names)}
-            first = min(trace.stale, key=lambda r: (r.step, order.get(r.param, len(order))))
+            first = min(stale, key=lambda r: (r.step, order.get(r.param, len(order))))
             return self.failed(
                 f"after {first.step + 1} training steps on the same batch, `{first.param}.grad` still held the "
                 f"previous step's gradient when backward() ran, and then equaled the sum of both steps' gradients "
                 f"(max abs diff {first.max_abs_diff:.1e}): gradients are not cleared; "
                 "call `optimizer.zero_grad()` before `loss.backward()`",
                 step=first.step + 1, param=first.param, max_abs_diff=first.max_abs_diff,
-                stale_grad_norm=first.stale_norm, stale_params=len({r.param for r in trace.stale}))
+                stale_grad_norm=first.stale_norm, stale_params=len({r.param for r in stale}))
         return self.passed(
             f"{len(trace.steps)} optimizer steps: every gradient was cleared before the next backward()",
             steps=len(trace.steps))

@@ -62,8 +62,9 @@ class ParametersNotUpdated(Check):
                lambda: ex.setup(model=lambda: ex.MLP(hidden=8), optimizer=_head_only_optimizer))
 
     def run(self, h: Harness) -> CheckResult:
-        trace = h.record(raise_error=False)  # which parameters the optimizer holds is known before any step
-        trainable, in_opt = trace.trainable, set(trace.optimized)
+        shared = h.record(raise_error=False)  # which parameters the optimizer holds is known before any step
+        trainable = shared.trainable
+        in_opt = {n for part in shared.by_optimizer().values() for n in part.optimized}
         missing = [n for n in trainable if n not in in_opt]
         if missing:
             return self.failed(
@@ -71,7 +72,11 @@ class ParametersNotUpdated(Check):
                 f"({_names(missing)}), so they are never trained; build the optimizer from "
                 "`model.parameters()` (or freeze them with `requires_grad_(False)`)",
                 missing=len(missing), trainable=len(trainable), first=missing[0])
-        trace.need(STEPS)
+        shared.need(STEPS)
+        return self.per_optimizer(shared.by_optimizer(),
+                                  lambda trace: self._judge(trace, [n for n in trainable if n in set(trace.optimized)]))
+
+    def _judge(self, trace: Any, trainable: list[str]) -> CheckResult:
         if not trace.steps:
             return self.failed(f"the training step never called `step()` on the optimizer in {len(trace.losses)} calls, "
                                "so no parameter was updated", steps=0)

@@ -67,7 +67,9 @@ class StepWithoutBackward(Check):
     FAILING = (lambda: ex.setup(step=_step_first),)
 
     def run(self, h: Harness) -> CheckResult:
-        trace = h.record(STEPS)
+        return self.per_optimizer(h.record(STEPS).by_optimizer(), self._judge)
+
+    def _judge(self, trace: Any) -> CheckResult:
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
         total = len(trace.optimized)

@@ -102,6 +102,8 @@ class ViewAsPermute(Check):
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; batch independence needs at least two")
         model = h.model().eval()  # BatchNorm legitimately mixes samples in train mode
+        if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
+            return self.skipped("the model is a dict or list of models (a GAN): only the step knows how to call them")
         leak = self._leak(model, x)
         if isinstance(leak, CheckResult):
             return leak

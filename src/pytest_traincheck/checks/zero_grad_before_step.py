@@ -64,7 +64,9 @@ class ZeroGradBeforeStep(Check):
     FAILING = (lambda: ex.setup(step=_zero_between), lambda: ex.setup(step=_zeros_between))
 
     def run(self, h: Harness) -> CheckResult:
-        trace = h.record(STEPS)
+        return self.per_optimizer(h.record(STEPS).by_optimizer(), self._judge)
+
+    def _judge(self, trace: Any) -> CheckResult:
         if not trace.steps:
             return self.skipped("the training step never called `step()` on the optimizer it was given")
         if not trace.nonzero:

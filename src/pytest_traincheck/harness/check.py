@@ -152,6 +152,25 @@ class Check:
         """Return a SKIP result with the reason."""
         return self.result(Verdict.SKIP, reason)
 
+    def per_optimizer(self, traces: dict[str, Any], judge: Callable[[Any], CheckResult]) -> CheckResult:
+        """Judge each optimizer's trace; with several, the first finding names its optimizer."""
+        if len(traces) == 1:
+            return judge(next(iter(traces.values())))
+        results = {name: judge(trace) for name, trace in traces.items()}
+        for name, r in results.items():
+            r.message = f"optimizer `{name}`: {r.message}"
+            r.evidence["optimizer"] = name
+        for verdict in (Verdict.ERROR, Verdict.FAIL, Verdict.WARN):
+            found = [r for r in results.values() if r.verdict is verdict]
+            if found:
+                return found[0]
+        passed = [r for r in results.values() if r.verdict is Verdict.PASS]
+        if not passed:
+            return next(iter(results.values()))
+        first = passed[0]
+        first.message = "; ".join(r.message for r in results.values())
+        return first
+
 
 def all_checks() -> dict[str, type[Check]]:
     """Import every check module of this package once and return the registry by code."""

@@ -396,6 +396,9 @@ class Harness:
 
     def forward(self, model: nn.Module, batch: Any = None) -> Any:
         """Call ``model`` on the inputs: ``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple."""
+        if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
+            raise MissingField("the model is a dict or list of models (a GAN): only the step knows how to call "
+                               "them, so checks that call the model themselves are skipped")
         part = self.inputs(batch)
         if isinstance(part, collections.abc.Mapping):
             return call_user("the model's forward", lambda: model(**part))
@@ -416,45 +419,158 @@ class Harness:
         return call_user("the `loss_fn`", self.training.loss_fn, prediction, self.targets(batch))
 
     def model(self) -> nn.Module:
-        """Build a fresh model on the device, refusing a factory that returns the same object."""
+        """Build a fresh model on the device (a dict or list of models becomes a ModuleDict/ModuleList)."""
         self.clock.where = "the `model` factory"
-        model = call_user("the `model` factory", self.training.model)
-        if not isinstance(model, nn.Module):
-            raise SetupError(f"the `model` factory returned {type(model).__name__}, not an nn.Module")
-        if model in self.data.models_seen:
-            raise SetupError("the `model` factory returned the same nn.Module object twice; checks need a fresh "
-                             "model each call: build it inside the factory, e.g. `model=lambda: Net()`")
+        model = as_module(call_user("the `model` factory", self.training.model))
+        for part in {id(m): m for m in [model, *model.children()]}.values():
+            if part in self.data.models_seen:
+                raise SetupError("the `model` factory returned the same nn.Module object twice; checks need a fresh "
+                                 "model each call: build it inside the factory, e.g. `model=lambda: Net()`")
         self.data.models_seen.add(model)
+        if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
+            for part in model.children():
+                self.data.models_seen.add(part)
         return model.to(self.device).train()
 
     def optimizer(self, model: nn.Module) -> Any:
-        """Build a fresh optimizer over ``model``'s parameters."""
+        """Build fresh optimizers: one over ``model``'s parameters, or a dict/list matching the models."""
         self.clock.where = "the `optimizer` factory"
-        opt = call_user("the `optimizer` factory", self.training.optimizer, model.parameters())
+        factories = self.training.optimizer
+        if callable(factories):
+            # An adapter's factory (a LightningModule's configure_optimizers) takes the model itself.
+            given = model if getattr(factories, "__traincheck_takes_model__", False) else model.parameters()
+            built = self._one_optimizer("the `optimizer` factory", factories, given, model)
+            return built
+        keyed = factories.items() if isinstance(factories, dict) else enumerate(factories)
+        built = {}
+        for key, factory in keyed:
+            part = _part(model, key)
+            where = f"the `optimizer[{key!r}]` factory"
+            built[key] = self._one_optimizer(where, factory, part.parameters() if part is not model else model, part)
+        return built if isinstance(factories, dict) else list(built.values())
+
+    def scheduler(self, optimizer: Any) -> Any:
+        """Build fresh schedulers from `Training(scheduler=...)`: one, or a dict/list matching the optimizers."""
+        factory = self.training.scheduler
+        if factory is None:
+            return None
+        self.clock.where = "the `scheduler` factory"
+        if callable(factory):
+            return call_user("the `scheduler` factory", factory, optimizer)
+        keyed = factory.items() if isinstance(factory, dict) else enumerate(factory)
+        built = {k: call_user(f"the `scheduler[{k!r}]` factory", f, optimizer[k]) for k, f in keyed}
+        return built if isinstance(factory, dict) else list(built.values())
+
+    @staticmethod
+    def _one_optimizer(where: str, factory: Any, params: Any, model: nn.Module) -> Any:
+        opt = call_user(where, factory, params)
+        if isinstance(opt, list) and getattr(factory, "__traincheck_takes_model__", False):
+            for one in opt:  # several optimizers from one adapter factory (configure_optimizers)
+                Harness._one_optimizer(where, lambda p, o=one: o, params, model)
+            return opt
         if not hasattr(opt, "param_groups") or not hasattr(opt, "register_step_pre_hook"):
-            raise SetupError(f"the `optimizer` factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+            raise SetupError(f"{where} returned {type(opt).__name__}, not a torch.optim.Optimizer")
         model_ids = {id(p) for p in model.parameters()}
         if model_ids and not any(id(p) in model_ids for g in opt.param_groups for p in g["params"]):
-            raise SetupError("the `optimizer` factory returned an optimizer over other parameters than the "
+            raise SetupError(f"{where} returned an optimizer over other parameters than the "
                              "model it was given; build it from the `params` argument, e.g. "
                              "`optimizer=lambda params: torch.optim.SGD(params, lr=0.1)`")
         return opt
 
     @contextlib.contextmanager
     def session(self, *, track_updates: bool = False) -> Iterator[Session]:
-        """Yield a `Session` (fresh model + optimizer under a `Trace`); remove every hook after."""
+        """Yield a `Session` (fresh model + optimizers, one `Trace` each); remove every hook after."""
         from pytest_traincheck.harness.session import Session
 
         model = self.model()
         optimizer = self.optimizer(model)
-        trace = Trace(model, optimizer, self.clock.check, track_updates=track_updates)
+        traces = self.traces(model, optimizer, track_updates=track_updates)
         try:
-            yield Session(self, model, optimizer, trace)
+            session = Session(self, model, optimizer, traces)
+            session.scheduler = self.scheduler(optimizer)
+            yield session
         finally:
-            try:
-                trace.settle()  # values still on the device (a last backward's norms, loss values)
-            finally:
+            for trace in reversed(list(traces.values())):
+                try:
+                    trace.settle()  # values still on the device (a last backward's norms, loss values)
+                finally:
+                    trace.close()
+
+    def traces(self, model: nn.Module, optimizer: Any, **options: Any) -> dict[str, Trace]:
+        """Return one `Trace` per optimizer, by name; several optimizers each watch their own model."""
+        traces: dict[str, Trace] = {}
+        try:
+            for key, opt in named_optimizers(optimizer).items():
+                part = _part(model, key) if not isinstance(optimizer, Optimizer) else model
+                trace = Trace(part, opt, self.clock.check, **options)
+                if part is not model:  # name parameters as the whole model does: `generator.fc.weight`
+                    trace.names = {id(p): n for n, p in model.named_parameters() if id(p) in trace.names}
+                traces[key] = trace
+        except BaseException:
+            for trace in traces.values():
                 trace.close()
+            raise
+        return traces
+
+Optimizer = torch.optim.Optimizer
+SEVERAL_OPTIMIZERS = ("several optimizers with their own objectives (a GAN): the loss the step returns is not one "
+                      "objective they all minimize, so one batch is not expected to be fit")
+
+
+def several_optimizers(training: Training) -> bool:
+    """True when the setup declares a dict or list of optimizer factories."""
+    return isinstance(training.optimizer, (dict, list, tuple))
+
+
+def as_module(model: Any) -> nn.Module:
+    """Return ``model`` as one module: a dict of models as an nn.ModuleDict, a list as an nn.ModuleList."""
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(model, dict) and model and all(isinstance(m, nn.Module) for m in model.values()):
+        return nn.ModuleDict({str(k): m for k, m in model.items()})
+    if isinstance(model, (list, tuple)) and model and all(isinstance(m, nn.Module) for m in model):
+        return nn.ModuleList(model)
+    raise SetupError(f"the `model` factory returned {type(model).__name__}, not an nn.Module "
+                     "(or a dict or list of them)")
+
+
+def _part(model: nn.Module, key: Any) -> nn.Module:
+    """Return the model matching an optimizer's key (a ModuleDict key, a ModuleList index), else the model."""
+    if isinstance(model, nn.ModuleDict) and str(key) in model:
+        return model[str(key)]
+    if isinstance(model, nn.ModuleList) and isinstance(key, int) and 0 <= key < len(model):
+        return model[key]
+    return model
+
+
+def named_optimizers(optimizer: Any) -> dict[str, Any]:
+    """Return the optimizers by name: ``{"optimizer": opt}`` for one, their keys or indices for several."""
+    if isinstance(optimizer, dict):
+        return {str(k): v for k, v in optimizer.items()}
+    if isinstance(optimizer, (list, tuple)):
+        return {f"optimizer[{i}]": v for i, v in enumerate(optimizer)}
+    return {"optimizer": optimizer}
+
+
+def optimizer_state(optimizer: Any) -> Any:
+    """Return the state_dict of one optimizer, or of each of several (same container)."""
+    if isinstance(optimizer, dict):
+        return {k: v.state_dict() for k, v in optimizer.items()}
+    if isinstance(optimizer, (list, tuple)):
+        return [v.state_dict() for v in optimizer]
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(optimizer: Any, state: Any) -> None:
+    """Load what `optimizer_state` returned into fresh optimizers."""
+    if isinstance(optimizer, dict):
+        for k, v in optimizer.items():
+            v.load_state_dict(state[k])
+    elif isinstance(optimizer, (list, tuple)):
+        for v, sd in zip(optimizer, state):
+            v.load_state_dict(sd)
+    else:
+        optimizer.load_state_dict(state)
 
 
 def finite(value: Optional[float]) -> bool:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pytest_traincheck.harness.activations import measure_relus
-from pytest_traincheck.harness.core import BudgetExceeded, Clock, UserCodeError, isolated
+from pytest_traincheck.harness.core import BudgetExceeded, Clock, MissingField, UserCodeError, isolated
 from pytest_traincheck.harness.session import Session, infer_task, num_classes
 from pytest_traincheck.harness.spec import SetupError
 from pytest_traincheck.harness.trace import (ClipCall, ForwardRecord, GraphCut, LossCall, StaleGrad, StepRecord,
@@ -71,6 +71,14 @@ class Record:
     relus_end: list[tuple[str, float, int]] = field(default_factory=list)  # ... after `relus_steps` steps
     relus_steps: int = 0
     error: Optional[BaseException] = None  # what stopped the run early (user code, setup, budget)
+    # Several optimizers (a GAN): what each one's trace showed, by name; `cleared_stale` are the step
+    # intervals where stale gradients were cleared before that optimizer stepped again.
+    per_optimizer: dict[str, Record] = field(default_factory=dict)
+    cleared_stale: set[int] = field(default_factory=set)
+
+    def by_optimizer(self) -> dict[str, Record]:
+        """Return the record of each optimizer by name (this record itself for one optimizer)."""
+        return self.per_optimizer or {"optimizer": self}
 
     def need(self, steps: int) -> None:
         """Raise the error that stopped the run if it stopped before ``steps`` steps."""
@@ -116,29 +124,38 @@ def build(h: Harness, ratios: bool = False) -> Record:
     with h.clock.paused(), clock.backstop(nested=True), isolated(h.seed):
         model = run.model()
         optimizer = run.optimizer(model)
-        trace = Trace(model, optimizer, clock.check, track_updates=limit if ratios else UPDATE_STEPS,
-                      ratios=ratios, watch_params=WINDOW)
+        traces = run.traces(model, optimizer, track_updates=limit if ratios else UPDATE_STEPS,
+                            ratios=ratios, watch_params=WINDOW)
+        trace = next(iter(traces.values()))
         rec = Record(h.seed, list(trace.names.values()),
                      [n for n, p in model.named_parameters() if p.requires_grad],
                      [trace.name(p) for p in trace.opt_params()],
                      [(n, type(m)) for n, m in model.named_modules()], bool(trace.mode_modules), _weights(model))
-        session = Session(run, model, optimizer, trace)
+        session = Session(run, model, optimizer, traces)
         try:
+            session.scheduler = run.scheduler(optimizer)
             _train(run, session, rec, limit, clock)
         except (UserCodeError, SetupError, BudgetExceeded) as exc:
             rec.error = _unpinned(exc)
         finally:
-            try:
-                trace.settle()
-            finally:
-                trace.close()
+            for each in reversed(list(traces.values())):
+                try:
+                    each.settle()
+                finally:
+                    each.close()
         _collect(rec, trace)
+        if len(traces) > 1:
+            for name, each in traces.items():
+                part = Record(h.seed, rec.names, rec.trainable, [each.name(p) for p in each.opt_params()],
+                              rec.modules, rec.mode_layers, rec.weights, losses=rec.losses, error=rec.error)
+                _collect(part, each)
+                rec.per_optimizer[name] = part
     return rec
 
 
 def _train(h: Harness, s: Session, rec: Record, limit: int, clock: Clock) -> None:
     t = h.training
-    rec.relus_start = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model)))
+    rec.relus_start = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model))) or []
     while len(rec.losses) < limit:
         done = len(rec.losses)
         clock.stage = f"the shared training run (step {done + 1} of up to {limit}; every observing check reads it)"
@@ -149,7 +166,7 @@ def _train(h: Harness, s: Session, rec: Record, limit: int, clock: Clock) -> Non
             rec.losses.extend(s.train(min(marks) - done))
         n = len(rec.losses)
         if rec.relus_steps == 0 and n >= WINDOW:
-            rec.relus_end, rec.relus_steps = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model))), n
+            rec.relus_end, rec.relus_steps = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model))) or [], n
         if rec.overfit_end is None:
             last = rec.losses[-1]
             target = math.isfinite(last) and last <= OVERFIT_RATIO * rec.losses[0]
@@ -163,21 +180,31 @@ def _train(h: Harness, s: Session, rec: Record, limit: int, clock: Clock) -> Non
         if rec.overfit_end is not None and n >= WINDOW:
             break
     if rec.relus_steps == 0 and rec.losses:
-        rec.relus_end = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model)))
+        rec.relus_end = _quietly(h, lambda: measure_relus(s.model, lambda: h.forward(s.model))) or []
         rec.relus_steps = len(rec.losses)
 
 
 def _weights(model: nn.Module) -> list[tuple[str, int]]:
     lookups = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for p in m.parameters()}
     return [(n, p.numel()) for n, p in model.named_parameters()
-            if p.requires_grad and p.ndim >= 2 and id(p) not in lookups]
+            if p.requires_grad and p.ndim >= 2 and id(p) not in lookups and not n.endswith(SCORE_PROJECTIONS)]
+
+
+# Attention score projections (query/key) get a gradient only through how far the softmax is from
+# uniform, which is tiny at initialization in every healthy transformer: they are no evidence of
+# vanishing gradients along the residual path (TRN605).
+SCORE_PROJECTIONS = (".query.weight", ".key.weight", "q_proj.weight", "k_proj.weight", ".q.weight", ".k.weight",
+                     "q_lin.weight", "k_lin.weight")
 
 
 def _quietly(h: Harness, fn: Any) -> Any:
     """Run an observation without consuming random numbers, so the training steps stay those of a plain run."""
     devices = [h.device] if h.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return fn()
+        try:
+            return fn()
+        except MissingField:  # a dict of models (a GAN): only the step knows how to call them
+            return None
 
 
 def _collect(rec: Record, trace: Trace) -> None:
@@ -185,6 +212,7 @@ def _collect(rec: Record, trace: Trace) -> None:
     rec.cuts, rec.backward_calls = trace.cuts, trace.backward_calls
     rec.forwards, rec.loss_calls = trace.forwards, trace.losses
     rec.accumulations, rec.nonzero = trace.accumulations, set(trace.accum_nonzero)
+    rec.cleared_stale = set(trace.cleared_stale)
 
 
 def _unpinned(exc: BaseException) -> BaseException:

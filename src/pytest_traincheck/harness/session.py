@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import torch
@@ -52,9 +54,14 @@ def _textbook(h: Harness) -> Callable[..., Any]:
 class Session:
     """Drive one fresh model + optimizer through the user's step, evaluate and plain forwards."""
 
-    def __init__(self, harness: Harness, model: nn.Module, optimizer: Any, trace: Trace) -> None:
-        self.h, self.model, self.optimizer, self.trace = harness, model, optimizer, trace
+    def __init__(self, harness: Harness, model: nn.Module, optimizer: Any, trace: Any) -> None:
+        # `trace` is one Trace, or a Trace per optimizer by name (several optimizers: a GAN).
+        self.traces: dict[str, Trace] = trace if isinstance(trace, dict) else {"optimizer": trace}
+        self.h, self.model, self.optimizer = harness, model, optimizer
+        self.trace = next(iter(self.traces.values()))
         self.training = harness.training
+        self.scheduler: Any = None  # built by the harness from `Training(scheduler=...)`
+        self.calls = 0  # user step calls so far (`step_index`)
         self.loss_values: list[float] = []  # every loss_fn result during the user's step
         self.loss_fn = self._wrap_loss(self.training.loss_fn) if self.training.loss_fn is not None else None
 
@@ -62,12 +69,15 @@ class Session:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Mark what runs inside as the user's ``step`` or ``evaluate`` (hooks ignore ``harness``)."""
-        previous, self.trace.phase = self.trace.phase, name
+        previous = {key: t.phase for key, t in self.traces.items()}
+        for t in self.traces.values():
+            t.phase = name
         self.h.clock.where = {"step": "the training step", "evaluate": "`evaluate`"}.get(name, "traincheck")
         try:
             yield
         finally:
-            self.trace.phase = previous
+            for key, t in self.traces.items():
+                t.phase = previous[key]
 
     def step(self) -> float:
         """Run the user's step (or the textbook step) once on the fixed batch; return its loss."""
@@ -75,9 +85,24 @@ class Session:
             return self.train(1)[0]
         user = self.training.step
         fn, where = (user, "the `step` function") if user is not None else (_textbook(self.h), "the textbook step")
-        with self.phase("step"):
-            out = call_user(where, fn, self.model, self.h.batch(), self.optimizer, self.loss_fn)
-        return _as_loss(out, where, self.trace.pending.value)
+        values = []
+        for _ in range(self.training.accumulate):  # `accumulate` calls per optimizer update
+            extra = self.extra_arguments(fn)
+            self.calls += 1
+            with self.phase("step"):
+                call = functools.partial(fn, **extra) if extra else fn
+                out = call_user(where, call, self.model, self.h.batch(), self.optimizer, self.loss_fn)
+            values.append(_as_loss(out, where, self.trace.pending.value))
+        return sum(values) / len(values)
+
+    def extra_arguments(self, fn: Callable[..., Any]) -> dict[str, Any]:
+        """Return ``scheduler=`` and ``step_index=`` for a step or train_epoch whose signature takes them."""
+        extra: dict[str, Any] = {}
+        if accepts(fn, "scheduler") and self.scheduler is not None:
+            extra["scheduler"] = self.scheduler
+        if accepts(fn, "step_index"):
+            extra["step_index"] = self.calls
+        return extra
 
     def train(self, steps: int, stop: Optional[Callable[[list[float]], bool]] = None) -> list[float]:
         """Run ``steps`` steps on the fixed batch (one `train_epoch` call over repeated batches)."""
@@ -89,9 +114,12 @@ class Session:
                     break
             return losses
         start, seen = len(self.loss_values), len(self.trace.losses)
+        extra = self.extra_arguments(self.training.train_epoch)
+        loader = self.repeated_loader(steps * self.training.accumulate)
         with self.phase("step"):
-            call_user("the `train_epoch` function", self.training.train_epoch,
-                      self.model, self.repeated_loader(steps), self.optimizer, self.loss_fn)
+            epoch = self.training.train_epoch
+            call_user("the `train_epoch` function", functools.partial(epoch, **extra) if extra else epoch,
+                      self.model, loader, self.optimizer, self.loss_fn)
         self.trace.settle()
         losses = self.loss_values[start:] or [c.value for c in self.trace.losses[seen:] if c.value is not None]
         if not losses:
@@ -171,6 +199,15 @@ class Session:
     def num_classes(self) -> Optional[int]:
         """Return the declared class count, else the width of the classification loss input."""
         return num_classes(self.training, self.trace.losses)
+
+
+def accepts(fn: Any, name: str) -> bool:
+    """True when ``fn`` takes a parameter called ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class _Repeat(torch.utils.data.Dataset):

@@ -59,6 +59,12 @@ class Training:
     # batch; None finds the usual names (input_ids, pixel_values, x...; labels, y...) or positions 0/1.
     inputs: Any = None
     targets: Any = None
+    # `scheduler(optimizer)` (or a dict/list matching several optimizers) builds a fresh LR scheduler;
+    # a step or train_epoch that takes a `scheduler` argument gets it (TRN108, TRN503 check it).
+    scheduler: Any = None
+    # The step is called `accumulate` times per optimizer update (gradient accumulation); a step that
+    # takes `step_index` gets the call's index (0, 1, ...) to know when to step.
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -72,7 +78,13 @@ class Training:
             raise SetupError(f"{where}: `name` is used in pytest item ids; avoid ':', '[', ']' and newlines")
         if self.loss_fn is not None and not callable(self.loss_fn):
             raise SetupError(f"{where}: `loss_fn` must be callable or None, got {type(self.loss_fn).__name__}")
-        for attr in ("model", "optimizer"):
+        several = self.optimizer if isinstance(self.optimizer, (dict, list, tuple)) else None
+        if several is not None:
+            values = list(several.values()) if isinstance(several, dict) else list(several)
+            if not values or not all(callable(f) and not _looks_like_optimizer(f) for f in values):
+                raise SetupError(f"{where}: several optimizers are a dict or list of factories taking parameters, "
+                                 "e.g. `optimizer={'generator': lambda p: Adam(p), 'discriminator': lambda p: Adam(p)}`")
+        for attr in ("model",) if several is not None else ("model", "optimizer"):
             if not callable(getattr(self, attr)):
                 raise SetupError(f"{where}: `{attr}` must be callable, got {type(getattr(self, attr)).__name__}")
         if _looks_like_module(self.model):
@@ -102,10 +114,28 @@ class Training:
             raise SetupError(f"{where}: `task` must be one of {', '.join(TASKS)}; got {self.task!r}")
         if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 1):
             raise SetupError(f"{where}: `num_classes` must be a positive int, got {self.num_classes!r}")
-        for attr, low in (("overfit_steps", 1), ("batch_size", 1), ("world_size", 1)):
+        several = self.scheduler if isinstance(self.scheduler, (dict, list, tuple)) else None
+        if self.scheduler is not None and not (callable(self.scheduler) or several):
+            raise SetupError(f"{where}: `scheduler` must be a factory taking the optimizer, e.g. "
+                             "`scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 10)`")
+        if several is not None and not all(callable(f) for f in (several.values() if isinstance(several, dict)
+                                                                  else several)):
+            raise SetupError(f"{where}: several schedulers are a dict or list of factories taking an optimizer")
+        for attr, low in (("overfit_steps", 1), ("batch_size", 1), ("world_size", 1), ("accumulate", 1)):
             value = getattr(self, attr)
             if not isinstance(value, int) or value < low:
                 raise SetupError(f"{where}: `{attr}` must be an int >= {low}, got {value!r}")
+
+    @classmethod
+    def from_lightning(cls, module_factory: Callable[[], Any], **kwargs: Any) -> Training:
+        """Declare a LightningModule: its training_step, validation_step and configure_optimizers, no Trainer.
+
+        Give ``datamodule=`` or ``train_dataloader=`` (and ``val_dataloader=``); other keywords are
+        `Training` fields (``name`` defaults to the module's class name).
+        """
+        from pytest_traincheck.harness.lightning import from_lightning
+
+        return from_lightning(module_factory, **kwargs)
 
     @property
     def has_user_step(self) -> bool:

@@ -259,6 +259,7 @@ class Trace:
         self.forwards: list[ForwardRecord] = []
         self.losses: list[LossCall] = []
         self.accumulations: Counter[str] = Counter()
+        self.cleared_stale: set[int] = set()  # step intervals whose stale gradients were cleared before step
         self.cuts: list[GraphCut] = []  # backward() calls that reached no parameter
         self.backward_calls = 0
         self._backward_root: Optional[torch.Tensor] = None
@@ -327,6 +328,8 @@ class Trace:
 
         def zero_grad(*args: Any, **kwargs: Any) -> Any:
             self._event("Z")
+            if self.stale and self.stale[-1].step == len(self.steps):
+                self.cleared_stale.add(len(self.steps))  # stale, but cleared before this optimizer steps
             return original(*args, **kwargs)
 
         owner.zero_grad = zero_grad

@@ -1,0 +1,1 @@
+"""A tiny GAN with two optimizers checked by traincheck."""

@@ -1,0 +1,1 @@
+"""A LightningModule checked by traincheck without a Trainer."""

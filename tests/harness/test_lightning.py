@@ -1,0 +1,147 @@
+"""Training.from_lightning: a LightningModule's own hooks through the checks, without a Trainer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from pytest_traincheck.harness import examples as ex
+from pytest_traincheck.harness.check import Verdict
+from pytest_traincheck.harness.runner import prepare, run_check, run_checks
+from pytest_traincheck.harness.spec import SetupError, Training
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lightning"
+
+
+def _loader(seed: int = 0) -> DataLoader:
+    x, y = ex.blobs(64)
+    return DataLoader(TensorDataset(x + 0.01 * seed, y), batch_size=16, shuffle=True)
+
+
+class Duck(nn.Module):
+    """Shaped like a LightningModule (no lightning import): automatic optimization, tuple-form config."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = ex.MLP()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("loss", loss)
+        return {"loss": loss}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("acc", (self(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=50)
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+
+class ManualGan(nn.Module):
+    """Manual optimization with two optimizers and their schedulers, stepped inside training_step."""
+
+    automatic_optimization = False
+
+    def __init__(self, scheduler_first: bool = False) -> None:
+        super().__init__()
+        self.scheduler_first = scheduler_first
+        self.g = nn.Linear(4, ex.FEATURES)
+        self.d = nn.Linear(ex.FEATURES, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, _ = batch
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        noise = torch.randn(len(x), 4)
+        opt_d.zero_grad()
+        real, fake = self.d(x), self.d(self.g(noise).detach())
+        d_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                  + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        self.manual_backward(d_loss)
+        if self.scheduler_first:
+            sched_d.step()
+        opt_d.step()
+        if not self.scheduler_first:
+            sched_d.step()
+        opt_g.zero_grad()
+        fooled = self.d(self.g(noise))
+        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        self.manual_backward(g_loss)
+        opt_g.step()
+        sched_g.step()
+
+    def configure_optimizers(self) -> Any:
+        opt_g = torch.optim.Adam(self.g.parameters(), lr=1e-3)
+        opt_d = torch.optim.Adam(self.d.parameters(), lr=1e-3)
+        return ({"optimizer": opt_g, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt_g, 10)},
+                {"optimizer": opt_d, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt_d, 10),
+                                                      "interval": "step"}})
+
+
+def test_a_lightning_shaped_module_runs_every_check_clean() -> None:
+    training = Training.from_lightning(Duck, train_dataloader=_loader(), val_dataloader=_loader(1))
+    report = run_checks(training, strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    for code in ("TRN101", "TRN301", "TRN503", "TRN601"):
+        assert report.get(code).verdict is Verdict.PASS, code
+
+
+def test_manual_optimization_names_each_optimizer_and_judges_the_scheduler_order() -> None:
+    good = Training.from_lightning(ManualGan, train_dataloader=_loader())
+    assert run_check("TRN108", prepare(good)).verdict is Verdict.PASS
+    result = run_check("TRN101", prepare(good))
+    assert result.verdict is Verdict.PASS and "optimizer `optimizer[1]`" in result.message
+    bad = Training.from_lightning(lambda: ManualGan(scheduler_first=True), train_dataloader=_loader(), name="bad")
+    with pytest.warns(UserWarning):
+        assert run_check("TRN108", prepare(bad)).verdict is Verdict.FAIL
+
+
+def test_from_lightning_refuses_what_is_not_a_module_with_data() -> None:
+    with pytest.raises(SetupError, match="no `training_step`"):
+        Training.from_lightning(lambda: nn.Linear(2, 2), train_dataloader=_loader())
+    with pytest.raises(SetupError, match="needs training data"):
+        Training.from_lightning(Duck)
+
+
+@pytest.fixture()
+def lightning_example() -> Iterator[Any]:
+    pytest.importorskip("lightning")
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from lightning_example import module
+
+        yield module
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_lightning_example_is_clean_without_a_trainer(lightning_example: Any) -> None:
+    report = run_checks(lightning_example.make_training(), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    assert report.get("TRN302").verdict is Verdict.PASS  # validation_step ran, as Lightning's loop runs it
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_lightning_example_planted_mistake_is_one_failure(lightning_example: Any) -> None:
+    class Detached(lightning_example.Classifier):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            return super().training_step(batch, batch_idx).detach()  # the planted mistake
+
+    training = Training.from_lightning(Detached, datamodule=lightning_example.BlobData())
+    report = run_checks(training)
+    assert [r.code for r in report.problems] == ["TRN109"], report.describe_problems()
