@@ -35,7 +35,32 @@ _SCALERS: dict[int, Any] = {}  # one scaler per optimizer, as a training script 
 
 
 class ClipBeforeUnscale(Check):
-    """Fail when a clip_grad_* call falls between a scaled backward() and `scaler.unscale_(optimizer)`."""
+    """Fail when a clip_grad_* call falls between a scaled backward() and `scaler.unscale_(optimizer)`.
+
+    ## What it measures
+    Runs the user's step twice, recording each enabled `GradScaler.scale()` and `unscale_()` call and
+    each `clip_grad_norm_` / `clip_grad_value_` call against the optimizer steps.
+
+    ## Why it matters
+    `scaler.scale(loss)` multiplies every gradient by the loss scale (65536 by default). Clipping before
+    `scaler.unscale_(optimizer)` compares the scaled norm with the threshold, which is then effectively
+    multiplied by the scale: nothing is clipped, and a gradient spike goes through.
+
+    ## Thresholds
+    Fails on any clip between a scaled backward and the step with no `unscale_` before it in that step.
+    Fixed; turn the check off with `--train-sanity-ignore TRN110`.
+
+    ## Known problems
+    Needs the user's own step and an enabled `torch.amp.GradScaler` (a disabled scaler is not mixed
+    precision and is skipped).
+
+    ## Example
+    ```python
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    ```
+    """
 
     CODE = "TRN110"
     NEEDS_STEP = True

@@ -34,7 +34,36 @@ def _step_then(order: str) -> Callable[..., Any]:
 
 
 class SchedulerStepMisordered(Check):
-    """Fail when the step advances its scheduler before optimizer.step(), or never advances it."""
+    """Fail when the step advances its scheduler before optimizer.step(), or never advances it.
+
+    ## What it measures
+    Builds the declared `scheduler` over a fresh optimizer, passes it to a step that takes a
+    `scheduler` argument, and records the order of `scheduler.step()` and `optimizer.step()` calls
+    over three steps.
+
+    ## Why it matters
+    A scheduler stepped before the first optimizer step skips the first value of its schedule (the
+    warmup starts one position late, a step decay comes early); a scheduler handed to the step but
+    never stepped leaves the learning rate at its initial value for the whole run.
+
+    ## Thresholds
+    Fails when the first `scheduler.step()` comes before the first `optimizer.step()`, or when three
+    steps advance the optimizer but never the scheduler. Fixed; turn the check off with
+    `--train-sanity-ignore TRN108`.
+
+    ## Known problems
+    Needs `Training(scheduler=...)` and a step (or train_epoch) with a `scheduler` parameter: a scheduler
+    stepped per epoch outside the step is not seen (then do not pass it to the step).
+
+    ## Example
+    ```python
+    def step(model, batch, optimizer, loss_fn, scheduler):
+        ...
+        loss.backward()
+        scheduler.step()
+        optimizer.step()
+    ```
+    """
 
     CODE = "TRN108"
     NEEDS_STEP = True

@@ -203,8 +203,8 @@ def _quietly(h: Harness, fn: Any) -> Any:
     with torch.random.fork_rng(devices=devices):
         try:
             return fn()
-        except MissingField:  # a dict of models (a GAN): only the step knows how to call them
-            return None
+        except (MissingField, UserCodeError):  # a dict of models, a module without forward: only the step
+            return None  # knows how to call them; the run goes on without this observation
 
 
 def _collect(rec: Record, trace: Trace) -> None:
