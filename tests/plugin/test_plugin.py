@@ -180,7 +180,7 @@ def test_a_rootdir_that_cannot_be_repaired_is_a_one_line_error(
                                  f"write the option with '=': --train-sanity-report={report}"])
 
 
-FIXTURE_CONFTEST = '''
+PER_SETUP_CONFTEST = '''
 import pytest, torch
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.checks.missing_zero_grad import _no_zero_grad
@@ -195,7 +195,7 @@ def train_sanity_trainings():
 def test_conftest_fixture_below_the_rootdir_gives_items_per_setup(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
     pytester.mkdir("tests")
-    (pytester.path / "tests" / "conftest.py").write_text(FIXTURE_CONFTEST)
+    (pytester.path / "tests" / "conftest.py").write_text(PER_SETUP_CONFTEST)
     (pytester.path / "tests" / "test_plain.py").write_text("def test_plain():\n    pass\n")
     result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "--train-sanity-select", "TRN101")
     result.assert_outcomes(passed=2, failed=1)  # the plain test, alpha passes, beta fails; nothing "not found"
@@ -208,7 +208,7 @@ def test_conftest_fixture_below_the_rootdir_gives_items_per_setup(pytester: pyte
 
 def test_a_conftest_fixture_with_arguments_still_runs(pytester: pytest.Pytester) -> None:
     pytester.mkdir("tests")
-    conftest = FIXTURE_CONFTEST.replace("def train_sanity_trainings():", "def train_sanity_trainings(tmp_path_factory):")
+    conftest = PER_SETUP_CONFTEST.replace("def train_sanity_trainings():", "def train_sanity_trainings(tmp_path_factory):")
     (pytester.path / "tests" / "conftest.py").write_text(conftest)
     result = pytester.runpytest("tests", "--train-sanity", "-p", "no:cacheprovider", "-v",
                                 "--train-sanity-select", "TRN101")
