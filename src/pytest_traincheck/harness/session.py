@@ -19,20 +19,10 @@ from pytest_traincheck.harness.trace import LossCall, Trace
 if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.harness.core import Harness
 
-__all__ = ["Session", "infer_task", "loss_kind", "num_classes", "textbook_step"]
+__all__ = ["Session", "infer_task", "loss_kind", "num_classes"]
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "nll_loss")
 BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
-
-
-def textbook_step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Any:
-    """Run zero_grad -> forward -> loss -> backward -> step, the reference order, on an (inputs, targets) pair."""
-    inputs, targets = batch
-    optimizer.zero_grad()
-    loss = loss_fn(model(inputs), targets)
-    loss.backward()
-    optimizer.step()
-    return loss
 
 
 def _textbook(h: Harness) -> Callable[..., Any]:
