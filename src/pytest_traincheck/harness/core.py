@@ -325,6 +325,9 @@ def first_batch(data: Any, where: str, cap: int, inputs: Any = None) -> Any:
     if not tb.leaves(batch):
         raise SetupError(f"`{where}` yields a {tb.describe(batch)} holding no torch.Tensor; "
                          "traincheck needs batches of tensors (a DataLoader's output)")
+    if any(t.is_meta for t in tb.leaves(batch)):
+        raise SetupError(f"`{where}` yields tensors on the meta device, which hold no data; "
+                         "traincheck needs batches with real values")
     try:
         hint = find(batch, inputs, "inputs")
     except tb.MissingField:
@@ -426,6 +429,11 @@ class Harness:
             if part in self.data.models_seen:
                 raise SetupError("the `model` factory returned the same nn.Module object twice; checks need a fresh "
                                  "model each call: build it inside the factory, e.g. `model=lambda: Net()`")
+        on_meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+        if on_meta is not None:  # `.to()` would raise deep inside torch: say what is wrong instead
+            raise SetupError(f"the `model` factory returned a model on the meta device (`{on_meta}` holds no "
+                             "data); build it with real weights, e.g. load or initialize them before returning "
+                             "(`model.to_empty(device='cpu')` then `reset_parameters()` or `load_state_dict`)")
         self.data.models_seen.add(model)
         if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
             for part in model.children():
