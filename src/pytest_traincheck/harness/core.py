@@ -41,6 +41,11 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class BudgetExceeded(BaseException):
     """The check ran past its time budget (a BaseException so `except Exception` cannot eat it)."""
 
+    def __init__(self, message: str, stage: str = "the check", where: str = "setup") -> None:
+        super().__init__(message)
+        self.stage, self.where = stage, where
+        self.owner: Optional[str] = None  # the check that reported it first; the others are blocked by it
+
 
 class UserCodeError(Exception):
     """The user's factory, step or evaluate function raised; carries their traceback."""
@@ -192,7 +197,11 @@ class Clock:
     def check(self) -> None:
         """Raise `BudgetExceeded` once the budget is spent (called from step/forward hooks)."""
         if self.budget is not None and self.elapsed > self.budget:
-            raise BudgetExceeded(self._message())
+            raise self.exceeded()
+
+    def exceeded(self) -> BudgetExceeded:
+        """Return the error saying what ran past the budget, where, and how to raise the budget."""
+        return BudgetExceeded(self._message(), self.stage, self.where)
 
     def _message(self) -> str:
         budget = self.budget or 0.0
@@ -228,7 +237,7 @@ class Clock:
         grace = self.budget + max(2.0, 0.5 * self.budget)
 
         def on_alarm(signum: int, frame: Any) -> None:
-            raise BudgetExceeded(self._message())
+            raise self.exceeded()
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, grace)
@@ -256,18 +265,26 @@ class SetupData:
     step_error: Optional[str] = None
     probed: bool = False
     blocker: Optional[tuple[str, str]] = None
+    # The first time budget a check of this setup ran past: the setup's other checks are blocked by
+    # it instead of each waiting out the whole budget again on the same hang.
+    timeout: Optional[BudgetExceeded] = None
     # The shared training runs (`record.Record`) by (seed, device, with update ratios): every check
     # that only observes training reads them, so pytest items of one setup train once per seed.
     records: dict[tuple[int, str, bool], Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, training: Training, seed: int) -> SetupData:
+    def load(cls, training: Training, seed: int, clock: Optional[Clock] = None) -> SetupData:
         """Take the first batch of ``data`` (and ``eval_data``), capped at ``batch_size`` samples."""
+        clock = clock or Clock(None)
         with isolated(seed):
+            clock.where = "iterating `data` for its first batch"
             batch = first_batch(training.data, "data", training.batch_size, training.inputs)
+            clock.check()
             evals = None
             if training.eval_data is not None:
+                clock.where = "iterating `eval_data` for its first batch"
                 evals = first_batch(training.eval_data, "eval_data", training.batch_size, training.inputs)
+                clock.check()
         return cls(training, batch, evals)
 
     def with_batch(self, batch: Any) -> SetupData:

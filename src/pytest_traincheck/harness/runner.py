@@ -10,7 +10,7 @@ import torch
 
 from pytest_traincheck import catalog
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict, all_checks
-from pytest_traincheck.harness.core import (BudgetExceeded, Harness, MissingField, SetupData, UserCodeError,
+from pytest_traincheck.harness.core import (BudgetExceeded, Clock, Harness, MissingField, SetupData, UserCodeError,
                                             error_line, isolated)
 from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
 
@@ -38,18 +38,23 @@ def enabled_codes(select: Optional[Iterable[str]] = None, ignore: Optional[Itera
     return [code for code, cls in all_checks().items() if catalog.is_selected(code, cls.DEFAULT_ON, chosen, ignored)]
 
 
-def prepare(training: Training, seed: int = 0) -> SetupData:
-    """Load the setup's fixed batches and confirm its factories return fresh objects."""
+def prepare(training: Training, seed: int = 0, budget: Optional[float] = None) -> SetupData:
+    """Load the setup's fixed batches and confirm its factories return fresh objects, within ``budget``."""
     from pytest_traincheck.harness.distributed import single_rank
 
-    data = SetupData.load(training, seed)
-    with isolated(seed), single_rank(training):
-        harness = Harness(data, seed=seed, device="cpu")
-        first, second = harness.model(), harness.model()  # raises on the same object twice
-        opt_a, opt_b = harness.optimizer(first), harness.optimizer(second)
-        if opt_a is opt_b:
-            raise SetupError("the `optimizer` factory returned the same optimizer twice; build a new one "
-                             "from its `params` argument each call")
+    # A data iterator or factory that hangs is stopped like a hanging step (the SIGALRM backstop).
+    clock = Clock(budget, stage="preparing the setup (its first batch and two models from the factories)")
+    with clock.backstop():
+        data = SetupData.load(training, seed, clock)
+        with isolated(seed), single_rank(training):
+            harness = Harness(data, seed=seed, device="cpu")
+            harness.clock = clock
+            first, second = harness.model(), harness.model()  # raises on the same object twice
+            opt_a, opt_b = harness.optimizer(first), harness.optimizer(second)
+            if opt_a is opt_b:
+                raise SetupError("the `optimizer` factory returned the same optimizer twice; build a new one "
+                                 "from its `params` argument each call")
+        clock.check()
     return data
 
 
@@ -115,7 +120,7 @@ def device_problem(device: Optional[str]) -> Optional[str]:
     return None
 
 
-def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, device: Optional[str] = None,
+def run_check(code: str, data: Union[SetupData, BaseException], *, seed: int = 0, device: Optional[str] = None,
               budget: Optional[float] = DEFAULT_BUDGET, strict: Strict = False,
               series: Optional[dict[str, list[float]]] = None) -> CheckResult:
     """Run one check on one prepared setup and return its result (never raises for user errors).
@@ -125,18 +130,36 @@ def run_check(code: str, data: Union[SetupData, Exception], *, seed: int = 0, de
     """
     cls = all_checks()[code]
     start = time.monotonic()
-    if isinstance(data, Exception):
-        result, name = _error(cls(), data), ""
+    if isinstance(data, BaseException):
+        result, name = _timed_out(code, data) or _error(cls(), data), ""
     else:
         name = data.training.name
-        result = _run_seeds(cls(), data, seed, device or data.training.device, budget, series)
+        result = _timed_out(code, data.timeout) or _run_seeds(cls(), data, seed, device or data.training.device,
+                                                              budget, series)
         result = _settle_blocked(code, result, data, seed, device, budget)
+        if data.timeout is not None and data.timeout.owner is None:
+            data.timeout.owner = code  # this item reports the timeout; the setup's later items are blocked
     if result.verdict is Verdict.WARN and is_strict(code, strict):
         result.verdict = Verdict.FAIL
         result.message = "(strict) " + result.message
     result.setup = result.setup or name
     result.duration = time.monotonic() - start
     return result
+
+
+def _timed_out(code: str, exc: Optional[BaseException]) -> Optional[CheckResult]:
+    """Return a skip blocked by the check that first ran past the budget of this setup, if another did."""
+    if not isinstance(exc, BudgetExceeded):
+        return None
+    if exc.owner is None:
+        exc.owner = code  # a setup that timed out while being prepared: this item reports it
+    if exc.owner == code:
+        return None
+    skipped = all_checks()[code]().skipped(
+        f"blocked by {exc.owner} timing out (slow in {exc.where}): the setup's other checks do not wait out the "
+        f"budget again; raise the budget as {exc.owner}'s error says")
+    skipped.evidence["blocked_by"] = exc.owner
+    return skipped
 
 
 def _run_seeds(check: Check, data: SetupData, seed: int, device: Optional[str],
@@ -187,7 +210,11 @@ def _run_once(check: Check, data: SetupData, seed: int, device: Optional[str],
         world_of_one = single_rank(None if isinstance(check, DistributedCheck) else data.training)
         with isolated(seed), harness.clock.backstop(), world_of_one:
             return check.run(harness)
-    except (BudgetExceeded, UserCodeError, SetupError) as exc:
+    except BudgetExceeded as exc:
+        if data.timeout is None:
+            data.timeout = exc
+        return _error(check, exc)
+    except (UserCodeError, SetupError) as exc:
         return _error(check, exc)
     except MissingField as exc:  # the check needs a part of the batch it cannot find
         return check.skipped(str(exc))
@@ -221,7 +248,7 @@ class Runner:
                  strict: Strict = False, logdir: Optional[str] = None, run: Optional[int] = None,
                  keep_series: bool = False) -> None:
         self.seed, self.device, self.budget, self.strict = seed, device, budget, strict
-        self.prepared: dict[Any, Union[SetupData, Exception]] = {}
+        self.prepared: dict[Any, Union[SetupData, BaseException]] = {}
         # With ``keep_series`` (the HTML report), the per-step series of the recording check are
         # kept per (setup, code) after each run.
         self.keep_series = keep_series
@@ -236,7 +263,7 @@ class Runner:
         """Run one check on one setup; ``key`` names the setup for preparing it once (default: the object)."""
         key = id(training) if key is None else key
         if key not in self.prepared:
-            self.prepared[key] = prepare_or_error(training, self.seed)
+            self.prepared[key] = prepare_or_error(training, self.seed, self.budget)
         series: Optional[dict[str, list[float]]] = None
         if (self.log is not None or self.keep_series) and all_checks()[code].RECORDS_SERIES:
             series = {}
@@ -276,12 +303,13 @@ def run_checks(training: Union[Training, Sequence[Training]], select: Optional[I
     return report
 
 
-def prepare_or_error(training: Training, seed: int) -> Union[SetupData, Exception]:
+def prepare_or_error(training: Training, seed: int,
+                     budget: Optional[float] = DEFAULT_BUDGET) -> Union[SetupData, BaseException]:
     """Return the prepared setup, or the error that every check of it will report."""
     try:
-        return prepare(training, seed)
+        return prepare(training, seed, budget)
     except (SetupError, UserCodeError, BudgetExceeded) as exc:
-        return exc  # type: ignore[return-value]
+        return exc
 
 
 def run_meta(seed: int, device: Optional[str], codes: list[str], strict: Strict) -> dict[str, Any]:
