@@ -103,3 +103,77 @@ def test_amp_unscale_then_clip_is_clean_and_clip_first_fails() -> None:
     assert report.get("TRN110").verdict is Verdict.PASS
     result = run_check("TRN110", prepare(ex.setup(step=_amp_step(unscale_first=False))))
     assert result.verdict is Verdict.FAIL and "scaler.unscale_(optimizer)" in result.message
+
+
+class Trainer:
+    """The trainer-class shape: the step is a method and the scheduler an attribute it reads."""
+
+    def __init__(self, per_epoch: bool = False, first: bool = False) -> None:
+        self.per_epoch, self.first, self.scheduler = per_epoch, first, None
+
+    def make_scheduler(self, optimizer: Any) -> Any:
+        self.scheduler = _warmup(optimizer)
+        return self.scheduler
+
+    def step(self, model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if self.first and not self.per_epoch:
+            self.scheduler.step()
+        optimizer.step()
+        if not self.first and not self.per_epoch:
+            self.scheduler.step()
+        return loss
+
+
+def test_a_scheduler_held_by_the_step_s_object_is_judged() -> None:
+    good = Trainer()
+    report = run_checks(ex.setup(step=good.step, scheduler=good.make_scheduler), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    assert report.get("TRN108").verdict is Verdict.PASS and report.get("TRN503").verdict is Verdict.PASS
+    bad = Trainer(first=True)
+    with pytest.warns(UserWarning, match="Detected call"):
+        result = run_check("TRN108", prepare(ex.setup(step=bad.step, scheduler=bad.make_scheduler)))
+    assert result.verdict is Verdict.FAIL and "before the first optimizer.step()" in result.message
+
+
+def test_a_held_scheduler_stepped_per_epoch_outside_the_step_is_skipped_not_failed() -> None:
+    trainer = Trainer(per_epoch=True)  # `for epoch ...: for batch ...: trainer.step(...)`; then scheduler.step()
+    report = run_checks(ex.setup(step=trainer.step, scheduler=trainer.make_scheduler), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    result = report.get("TRN108")
+    assert result.verdict is Verdict.SKIP and "stepped per epoch by a loop" in result.message
+
+
+def test_an_epoch_function_stepping_once_per_epoch_is_clean_and_its_mistakes_fail() -> None:
+    from pytest_traincheck.checks.scheduler_step_misordered import _epoch_then
+
+    report = run_checks(ex.setup(step=None, train_epoch=_epoch_then("optimizer first"), scheduler=_warmup),
+                        strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    assert report.get("TRN108").verdict is Verdict.PASS and report.get("TRN503").verdict is Verdict.PASS
+    never = run_check("TRN108", prepare(ex.setup(step=None, train_epoch=_epoch_then("never"), scheduler=_warmup)))
+    assert never.verdict is Verdict.FAIL and "never advanced `scheduler`" in never.message
+
+
+def test_each_scheduler_is_judged_against_its_own_optimizer() -> None:
+    def step(models: Any, batch: Any, optimizers: Any, loss_fn: Any, scheduler: Any) -> Any:
+        x, y = batch
+        for opt in optimizers.values():
+            opt.zero_grad()
+        loss = loss_fn(models["b"](models["a"](x)), y)
+        loss.backward()
+        optimizers["a"].step()
+        scheduler["a"].step()
+        scheduler["b"].step()  # before its own optimizer's step, though after another optimizer's
+        optimizers["b"].step()
+        return loss
+
+    training = ex.setup(model=lambda: {"a": nn.Linear(ex.FEATURES, 16), "b": nn.Linear(16, ex.CLASSES)},
+                        optimizer={"a": ex.adam(), "b": ex.adam()}, scheduler={"a": _warmup, "b": _warmup}, step=step)
+    with pytest.warns(UserWarning, match="Detected call"):
+        result = run_check("TRN108", prepare(training))
+    assert result.verdict is Verdict.FAIL and "`scheduler[b]`" not in result.message
+    assert result.evidence["scheduler"] == "scheduler[b]" and result.evidence["optimizer"] == "b"

@@ -117,6 +117,7 @@ class CheckpointNotResumable(Check):
                else "torch.save/torch.load of the model and optimizer state_dicts")
         with h.session() as original, tempfile.TemporaryDirectory(prefix="traincheck-") as tmp:
             original.train(STEPS)
+            position = original.calls  # where a resumed loop continues (step_index, a Lightning epoch's end)
             path = os.path.join(tmp, "checkpoint.pt")
             self._save(h, original.model, original.optimizer, path, original.scheduler)
             model = h.model()
@@ -135,6 +136,7 @@ class CheckpointNotResumable(Check):
             original.step()
             carried = len(original.trace.stale)  # backward() added to gradients left by the previous step
         with _session(h, model, optimizer, scheduler) as resumed:
+            resumed.calls = position
             _set_rng_state(state)
             resumed.step()
         stepped = _first_difference(original.model, model)

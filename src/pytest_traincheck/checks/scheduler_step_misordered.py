@@ -8,7 +8,7 @@ import torch
 
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
-from pytest_traincheck.harness.core import Harness, named_optimizers
+from pytest_traincheck.harness.core import Harness, call_user, named_optimizers
 from pytest_traincheck.harness.session import accepts
 
 STEPS = 3
@@ -33,27 +33,64 @@ def _step_then(order: str) -> Callable[..., Any]:
     return step
 
 
+def _held(holder: dict[str, Any]) -> Callable[..., Any]:
+    """Return the factory that keeps the scheduler where the step finds it (a closure, `self.scheduler`)."""
+    def make(optimizer: Any) -> Any:
+        holder["scheduler"] = _warmup(optimizer)
+        return holder["scheduler"]
+    return make
+
+
+def _closure(order: str) -> Any:
+    """A setup whose step reads the scheduler from a closure instead of a `scheduler` parameter."""
+    holder: dict[str, Any] = {}
+    inner = _step_then(order)
+
+    def step(model: Any, batch: Any, optimizer: Any, loss_fn: Any) -> Any:
+        return inner(model, batch, optimizer, loss_fn, holder["scheduler"])
+    return ex.setup(step=step, scheduler=_held(holder))
+
+
+def _epoch_then(order: str) -> Callable[..., Any]:
+    def train_epoch(model: Any, loader: Any, optimizer: Any, loss_fn: Any, scheduler: Any) -> None:
+        if order == "scheduler first":
+            scheduler.step()
+        for batch in loader:
+            ex.good_step(model, batch, optimizer, loss_fn)
+        if order == "optimizer first":
+            scheduler.step()  # once per epoch, after its optimizer steps
+    return train_epoch
+
+
 class SchedulerStepMisordered(Check):
-    """Fail when the step advances its scheduler before optimizer.step(), or never advances it.
+    """Fail when the training code advances a scheduler before its optimizer.step(), or never advances it.
 
     ## What it measures
-    Builds the declared `scheduler` over a fresh optimizer, passes it to a step that takes a
-    `scheduler` argument, and records the order of `scheduler.step()` and `optimizer.step()` calls
-    over three steps.
+    Builds the declared `scheduler` over a fresh optimizer and records the order of each
+    scheduler's `step()` and its optimizer's `step()` over three calls of the step (or one
+    `train_epoch` call over three batches). The scheduler is watched wherever the code reaches it:
+    a `scheduler` parameter, a closure or an attribute (`self.scheduler`). For
+    `Training.from_lightning`, Lightning's own scheduling runs too: "step"-interval schedulers after
+    each optimizer step, then an epoch end (`on_train_epoch_end`, "epoch"-interval schedulers).
 
     ## Why it matters
     A scheduler stepped before the first optimizer step skips the first value of its schedule (the
     warmup starts one position late, a step decay comes early); a scheduler handed to the step but
-    never stepped leaves the learning rate at its initial value for the whole run.
+    never stepped leaves the learning rate at its initial value for the whole run. In a
+    LightningModule with automatic optimization, `scheduler.step()` inside `training_step` runs
+    before Lightning's optimizer step and on top of Lightning's own scheduling.
 
     ## Thresholds
-    Fails when the first `scheduler.step()` comes before the first `optimizer.step()`, or when three
-    steps advance the optimizer but never the scheduler. Fixed; turn the check off with
-    `--train-sanity-ignore TRN108`.
+    Fails when a scheduler's first `step()` comes before its optimizer's first `step()`, or when
+    the code is given the scheduler (a `scheduler` parameter, or Lightning's manual optimization,
+    where Lightning steps no scheduler) and three steps plus an epoch end never advance it. Fixed;
+    turn the check off with `--train-sanity-ignore TRN108`.
 
     ## Known problems
-    Needs `Training(scheduler=...)` and a step (or train_epoch) with a `scheduler` parameter: a scheduler
-    stepped per epoch outside the step is not seen (then do not pass it to the step).
+    A scheduler that the code holds (closure, attribute) but does not advance within the three
+    steps is skipped, not failed: it may be advanced per epoch by a loop traincheck does not run
+    (`for epoch ...: train_epoch(...); scheduler.step()`). ReduceLROnPlateau is usually stepped
+    with a validation metric outside the step; one that is never advanced is skipped too.
 
     ## Example
     ```python
@@ -67,61 +104,110 @@ class SchedulerStepMisordered(Check):
 
     CODE = "TRN108"
     NEEDS_STEP = True
-    PASSING = (lambda: ex.setup(step=_step_then("optimizer first"), scheduler=_warmup),)
+    PASSING = (lambda: ex.setup(step=_step_then("optimizer first"), scheduler=_warmup),
+               lambda: _closure("optimizer first"),
+               lambda: ex.setup(step=None, train_epoch=_epoch_then("optimizer first"), scheduler=_warmup))
     FAILING = (lambda: ex.setup(step=_step_then("scheduler first"), scheduler=_warmup),
-               lambda: ex.setup(step=_step_then("never"), scheduler=_warmup))
+               lambda: ex.setup(step=_step_then("never"), scheduler=_warmup),
+               lambda: _closure("scheduler first"),
+               lambda: ex.setup(step=None, train_epoch=_epoch_then("scheduler first"), scheduler=_warmup),
+               lambda: ex.setup(step=None, train_epoch=_epoch_then("never"), scheduler=_warmup))
 
     def run(self, h: Harness) -> CheckResult:
         t = h.training
         if t.scheduler is None:
             return self.skipped("no `scheduler` declared in the Training")
         code = t.step if t.step is not None else t.train_epoch
-        if not accepts(code, "scheduler"):
-            return self.skipped("the step does not take a `scheduler` argument, so it cannot advance it; "
-                                "give it one (`def step(model, batch, optimizer, loss_fn, scheduler)`) to check the order")
-        order: list[str] = []
+        loop = getattr(code, "__self__", None)
+        lightning = loop if type(loop).__name__ == "_Loop" and hasattr(loop, "end_epoch") else None
+        order: list[tuple[str, str]] = []
         with h.session() as s:
-            handles = [opt.register_step_post_hook(lambda *a, n=name: order.append(f"O:{n}"))
+            if s.scheduler is None:
+                return self.skipped("the `scheduler` factory returned None (configure_optimizers() returned no "
+                                    "scheduler)")
+            names = {id(opt): name for name, opt in named_optimizers(s.optimizer).items()}
+            handles = [opt.register_step_post_hook(lambda *a, n=name: order.append(("O", n)))
                        for name, opt in named_optimizers(s.optimizer).items()]
-            undo = _watch(s.scheduler, order)
+            watched = _watch(s.scheduler, names, order)
             try:
                 s.train(STEPS)
+                if lightning is not None:  # the epoch ends after these batches: Lightning's epoch-end scheduling
+                    with s.phase("step"):
+                        call_user("on_train_epoch_end", lightning.end_epoch, s.model, s.optimizer, 0)
             finally:
                 for handle in handles:
                     handle.remove()
-                undo()
-        opt_steps = sum(e.startswith("O:") for e in order)
-        sched_steps = order.count("L")
-        facts: dict[str, Any] = dict(optimizer_steps=opt_steps, scheduler_steps=sched_steps, calls=STEPS)
+                for sched in watched:
+                    sched.__dict__.pop("step", None)
+        return self._verdict(order, watched, accepts(code, "scheduler"), lightning)
+
+    def _verdict(self, order: list[tuple[str, str]], watched: dict[Any, tuple[str, str]], given: bool,
+                 lightning: Any) -> CheckResult:
+        opt_steps = sum(kind == "O" for kind, _ in order)
+        facts: dict[str, Any] = dict(optimizer_steps=opt_steps, scheduler_steps=sum(k == "L" for k, _ in order),
+                                     calls=STEPS, schedulers=len(watched))
         if not opt_steps:
             return self.skipped("the step never called optimizer.step()")
-        if "L" in order and order.index("L") < next(i for i, e in enumerate(order) if e.startswith("O:")):
+        for label, opt in watched.values():
+            first_l = next((i for i, e in enumerate(order) if e == ("L", label)), None)
+            first_o = next((i for i, e in enumerate(order) if e == ("O", opt)), None)
+            if first_l is not None and (first_o is None or first_l < first_o):
+                where = "the step" if lightning is None else "training_step"
+                advice = ("with automatic optimization Lightning steps the schedulers of configure_optimizers itself, "
+                          "after optimizer.step() (interval 'step') or at each epoch end (interval 'epoch'): remove "
+                          "the call from training_step" if lightning is not None and not lightning.manual else
+                          "call `scheduler.step()` after `optimizer.step()`")
+                return self.failed(
+                    f"{label}.step() ran before the first optimizer.step() of its optimizer `{opt}` in {where}: the schedule's "
+                    f"first value is skipped (the learning rate is one position ahead from the start; "
+                    f"{facts['scheduler_steps']} scheduler and {opt_steps} optimizer steps in {STEPS} calls); {advice}",
+                    scheduler=label, optimizer=opt, **facts)
+        # A scheduler whose optimizer did not step in the window (a generator updated every 5th call) is not judged.
+        idle = [label for label, opt in watched.values() if ("L", label) not in order and ("O", opt) in order]
+        if not idle:
+            how = " and Lightning's epoch end" if lightning is not None else ""
+            return self.passed(f"{facts['scheduler_steps']} scheduler step(s) in {STEPS} calls{how}, each after "
+                               f"its optimizer's step ({opt_steps} optimizer steps)", **facts)
+        plateau = all(isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau) for s in watched
+                      if watched[s][0] in idle)
+        if plateau:
+            return self.skipped(f"{_names(idle)} (ReduceLROnPlateau) was not advanced in {STEPS} calls: it is stepped "
+                                "with a metric, usually after validation, which this check does not run")
+        if lightning is not None and lightning.manual:
             return self.failed(
-                "scheduler.step() ran before the first optimizer.step(): the schedule's first value is skipped "
-                f"(the learning rate is one position ahead from the start; {sched_steps} scheduler and {opt_steps} "
-                "optimizer steps); call `scheduler.step()` after `optimizer.step()`", **facts)
-        if not sched_steps:
+                f"in {STEPS} calls of training_step and an epoch end, {_names(idle)} never advanced: with manual "
+                "optimization Lightning steps no scheduler, so the learning rate stays at its initial value; call "
+                "`self.lr_schedulers()` and `.step()` it after `opt.step()` in training_step (or in "
+                "on_train_epoch_end for a per-epoch schedule)", idle=_names(idle), **facts)
+        if given:
             return self.failed(
-                f"in {STEPS} calls the step ran {opt_steps} optimizer step(s) but never advanced the scheduler it was "
-                "given, so the learning rate stays at its initial value; call `scheduler.step()` after "
-                "`optimizer.step()` (or do not pass the scheduler to the step if it is stepped per epoch)", **facts)
-        return self.passed(f"{sched_steps} scheduler step(s), each after an optimizer step ({opt_steps} in {STEPS} "
-                           "calls)", **facts)
+                f"in {STEPS} calls the step ran {opt_steps} optimizer step(s) but never advanced {_names(idle)} it "
+                "was given, so the learning rate stays at its initial value; call `scheduler.step()` after "
+                "`optimizer.step()` (or do not pass the scheduler to the step if it is stepped per epoch)",
+                idle=_names(idle), **facts)
+        return self.skipped(
+            f"{_names(idle)} was not advanced in {STEPS} calls, and the step does not take a `scheduler` argument: "
+            "it may be stepped per epoch by a loop traincheck does not run; give the step (or train_epoch) a "
+            "`scheduler` parameter if it should advance it")
 
 
-def _watch(scheduler: Any, order: list[str]) -> Callable[[], None]:
-    """Record each scheduler.step() call in ``order``; return what removes the recording."""
-    schedulers = list(named_optimizers(scheduler).values()) if scheduler is not None else []
-    for sched in schedulers:
+def _names(labels: list[str]) -> str:
+    return ", ".join(f"`{label}`" for label in labels)
+
+
+def _watch(scheduler: Any, optimizers: dict[int, str], order: list[tuple[str, str]]) -> dict[Any, tuple[str, str]]:
+    """Record each scheduler.step() call in ``order``; return scheduler -> (its label, its optimizer's name)."""
+    found = named_optimizers(scheduler)
+    watched: dict[Any, tuple[str, str]] = {}
+    for key, sched in found.items():
+        label = "scheduler" if len(found) == 1 else f"scheduler[{key.replace('optimizer[', '').rstrip(']')}]"
+        owner = optimizers.get(id(getattr(sched, "optimizer", None)), next(iter(optimizers.values())))
         original = sched.step
 
-        def step(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            order.append("L")
+        def step(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            order.append(("L", _label))
             return _original(*args, **kwargs)
 
         sched.step = step
-
-    def undo() -> None:
-        for sched in schedulers:
-            sched.__dict__.pop("step", None)
-    return undo
+        watched[sched] = (label, owner)
+    return watched
