@@ -268,6 +268,9 @@ class SetupData:
     # The first time budget a check of this setup ran past: the setup's other checks are blocked by
     # it instead of each waiting out the whole budget again on the same hang.
     timeout: Optional[BudgetExceeded] = None
+    # Submodules the model factory returns on every call (a global backbone), saved before the first
+    # check and restored after each (`shared.SharedModules`).
+    shared: Any = None
     # The shared training runs (`record.Record`) by (seed, device, with update ratios): every check
     # that only observes training reads them, so pytest items of one setup train once per seed.
     records: dict[tuple[int, str, bool], Any] = field(default_factory=dict)
@@ -440,6 +443,13 @@ class Harness:
 
     def model(self) -> nn.Module:
         """Build a fresh model on the device (a dict or list of models becomes a ModuleDict/ModuleList)."""
+        model = self.built_model()
+        if self.data.shared is not None:  # a global backbone: this model trains its own copy
+            model = self.data.shared.copied_into(model)
+        return model.to(self.device).train()
+
+    def built_model(self) -> nn.Module:
+        """Return the model factory's result, checked, as it returned it (not moved, mode untouched)."""
         self.clock.where = "the `model` factory"
         model = as_module(call_user("the `model` factory", self.training.model))
         for part in {id(m): m for m in [model, *model.children()]}.values():
@@ -455,7 +465,7 @@ class Harness:
         if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
             for part in model.children():
                 self.data.models_seen.add(part)
-        return model.to(self.device).train()
+        return model
 
     def optimizer(self, model: nn.Module) -> Any:
         """Build fresh optimizers: one over ``model``'s parameters, or a dict/list matching the models."""

@@ -12,6 +12,7 @@ from pytest_traincheck import catalog
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict, all_checks
 from pytest_traincheck.harness.core import (BudgetExceeded, Clock, Harness, MissingField, SetupData, UserCodeError,
                                             error_line, isolated)
+from pytest_traincheck.harness.shared import SharedModules
 from pytest_traincheck.harness.spec import SetupError, Training, as_trainings
 
 __all__ = ["DEFAULT_BUDGET", "Runner", "enabled_codes", "prepare", "run_check", "run_checks"]
@@ -49,7 +50,9 @@ def prepare(training: Training, seed: int = 0, budget: Optional[float] = None) -
         with isolated(seed), single_rank(training):
             harness = Harness(data, seed=seed, device="cpu")
             harness.clock = clock
-            first, second = harness.model(), harness.model()  # raises on the same object twice
+            # Built as returned (not moved, mode untouched) so that what they share is saved unchanged.
+            first, second = harness.built_model(), harness.built_model()  # raises on the same object twice
+            data.shared = SharedModules.between(first, second)
             opt_a, opt_b = harness.optimizer(first), harness.optimizer(second)
             if opt_a is opt_b:
                 raise SetupError("the `optimizer` factory returned the same optimizer twice; build a new one "
@@ -134,9 +137,13 @@ def run_check(code: str, data: Union[SetupData, BaseException], *, seed: int = 0
         result, name = _timed_out(code, data) or _error(cls(), data), ""
     else:
         name = data.training.name
-        result = _timed_out(code, data.timeout) or _run_seeds(cls(), data, seed, device or data.training.device,
-                                                              budget, series)
-        result = _settle_blocked(code, result, data, seed, device, budget)
+        try:
+            result = _timed_out(code, data.timeout) or _run_seeds(cls(), data, seed,
+                                                                  device or data.training.device, budget, series)
+            result = _settle_blocked(code, result, data, seed, device, budget)
+        finally:
+            if data.shared is not None:  # the next check (and the user) get the shared modules as they were
+                data.shared.restore()
         if data.timeout is not None and data.timeout.owner is None:
             data.timeout.owner = code  # this item reports the timeout; the setup's later items are blocked
     if result.verdict is Verdict.WARN and is_strict(code, strict):
