@@ -13,6 +13,7 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.datapass import sample
 
 MIN_RATIO = 0.1  # rarest/most common below this: deepchecks' imbalance threshold
 
@@ -93,7 +94,7 @@ class ClassImbalance(Check):
             return self.skipped("not a classification setup (the loss and targets are not class labels)")
         if self._weighted(t.loss_fn):
             return self.passed("the loss is class-weighted (`weight=`/`pos_weight=`): imbalance is handled")
-        drawn = _data.draw(t.data, "data", _data.max_samples(t, self.CODE), inputs=False, training=t)
+        drawn = sample(h, "data", _data.max_samples(t, self.CODE), inputs=False)
         if not drawn.exhausted and _data.sequential(t.data):
             return self.skipped(f"the loader reads in index order and only {drawn.samples} samples were read: "
                                 "a prefix says nothing about the label distribution (see TRN401)")

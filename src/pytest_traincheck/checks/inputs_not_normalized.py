@@ -13,8 +13,9 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.datapass import HEAD_BATCHES, HEAD_SAMPLES, sample
 
-BATCHES, SAMPLES = 4, 512
+BATCHES, SAMPLES = HEAD_BATCHES, HEAD_SAMPLES  # the head of the shared pass, whose inputs it keeps
 BANDS = {"max_abs_mean": 10.0, "min_std": 0.05, "max_std": 20.0}
 
 
@@ -132,7 +133,7 @@ class InputsNotNormalized(Check):
                lambda: ex.setup(data=[(ex.blobs()[0] + 5, ex.blobs()[1])], options={"TRN402": {"max_abs_mean": 3}}))
 
     def run(self, h: Harness) -> CheckResult:
-        drawn = _data.draw(h.training.data, "data", SAMPLES, BATCHES, training=h.training)
+        drawn = sample(h, "data", SAMPLES, BATCHES)
         x = torch.cat(drawn.inputs) if len({t.shape[1:] for t in drawn.inputs}) == 1 else drawn.inputs[0]
         if not x.is_floating_point():
             return self.skipped(f"the inputs are {x.dtype} (token ids or raw integers), not float features")

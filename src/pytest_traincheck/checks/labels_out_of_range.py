@@ -15,6 +15,7 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, UserCodeError
+from pytest_traincheck.harness.datapass import sample
 
 DEFAULT_IGNORE_INDEX = -100
 
@@ -164,8 +165,7 @@ class LabelsOutOfRange(Check):
             if _data.one_shot_reason(data) is not None:
                 labels = raw if where == "data" else h.target_tensor(h.eval_batch())
             else:
-                labels = _data.draw(data, where, _data.max_samples(h.training, self.CODE), inputs=False,
-                                      training=h.training).target_values()
+                labels = sample(h, where, _data.max_samples(h.training, self.CODE), inputs=False).target_values()
             splits.append((where, labels))
         return splits
 

@@ -11,8 +11,9 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.datapass import HEAD_BATCHES, sample
 
-BATCHES = 4  # per epoch: enough to see an order, cheap on any dataset
+BATCHES = HEAD_BATCHES  # per epoch: enough to see an order, cheap on any dataset
 MIN_DISTINCT = 6  # below this many distinct samples a shuffled order repeats by chance (1/6! here)
 
 
@@ -81,7 +82,9 @@ class TrainLoaderNotShuffled(Check):
         reason = self._unjudgeable(data)
         if reason is not None:
             return self.skipped(reason)
-        first = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True, training=h.training)
+        # Two passes read back to back here: a pass another check read earlier may have started from the
+        # same random state as a fresh one (every check is seeded alike). The first is kept for the others.
+        first = sample(h, "data", max_batches=BATCHES, inputs=False, hashes=True, fresh=True)
         second = _data.draw(data, "data", max_batches=BATCHES, inputs=False, hashes=True, training=h.training)
         a, b = first.hashes, second.hashes
         sampler = _data.sampler_name(data)

@@ -10,6 +10,7 @@ from pytest_traincheck.harness import data as _data
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.datapass import sample
 
 WARN_SHARE, FAIL_SHARE = 0.05, 0.5  # deepchecks' 5%; over half means "evaluating on the training set"
 FAIL_MIN_MATCHES = 10  # a FAIL needs this many duplicates, not a ratio over a handful of samples
@@ -74,8 +75,8 @@ class TrainTestOverlap(Check):
             if reason is not None:
                 return self.skipped(reason.replace("`data`", f"`{where}`"))
         cap = _data.max_samples(t, self.CODE)
-        train = _data.draw(t.data, "data", cap, inputs=False, targets=False, hashes=True, training=t)
-        evals = _data.draw(t.eval_data, "eval_data", cap, inputs=False, targets=False, hashes=True, training=t)
+        train = sample(h, "data", cap, inputs=False, targets=False, hashes=True)
+        evals = sample(h, "eval_data", cap, inputs=False, targets=False, hashes=True)
         train_hashes, eval_hashes = set(train.hashes), evals.hashes
         matched = sum(d in train_hashes for d in eval_hashes)
         scale = 1.0 if train.exhausted else self._scale(t.data, train.samples)

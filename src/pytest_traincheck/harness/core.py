@@ -274,6 +274,8 @@ class SetupData:
     # The shared training runs (`record.Record`) by (seed, device, with update ratios): every check
     # that only observes training reads them, so pytest items of one setup train once per seed.
     records: dict[tuple[int, str, bool], Any] = field(default_factory=dict)
+    # The pass over each split ("data", "eval_data") that the data checks share (`datapass.Pass`).
+    passes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, training: Training, seed: int, clock: Optional[Clock] = None) -> SetupData:
