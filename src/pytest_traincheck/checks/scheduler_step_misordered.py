@@ -9,6 +9,7 @@ import torch
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, call_user, named_optimizers
+from pytest_traincheck.harness.lightning import is_lightning
 from pytest_traincheck.harness.session import accepts
 
 STEPS = 3
@@ -118,8 +119,7 @@ class SchedulerStepMisordered(Check):
         if t.scheduler is None:
             return self.skipped("no `scheduler` declared in the Training")
         code = t.step if t.step is not None else t.train_epoch
-        loop = getattr(code, "__self__", None)
-        lightning = loop if type(loop).__name__ == "_Loop" and hasattr(loop, "end_epoch") else None
+        lightning = code.__self__ if is_lightning(t) else None  # type: ignore[union-attr]
         order: list[tuple[str, str]] = []
         with h.session() as s:
             if s.scheduler is None:

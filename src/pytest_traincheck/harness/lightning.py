@@ -24,7 +24,7 @@ import torch
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.spec import SetupError
 
-__all__ = ["from_lightning"]
+__all__ = ["from_lightning", "is_lightning"]
 
 # optimizer -> the `_Scheduled` configs configure_optimizers paired with it (several per optimizer allowed)
 _SCHEDULERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -258,6 +258,12 @@ def from_lightning(module_factory: Callable[[], Any], *, datamodule: Any = None,
                     data=train_dataloader, eval_data=val_dataloader if validates else None,
                     step=loop.manual_step if manual else loop.automatic,
                     evaluate=_evaluate if validates else None, **fields)
+
+
+def is_lightning(training: Any) -> bool:
+    """True when ``training`` was declared with `Training.from_lightning` (its step is the adapter's loop)."""
+    code = training.step if training.step is not None else training.train_epoch
+    return isinstance(getattr(code, "__self__", None), _Loop)
 
 
 def _length(loader: Any) -> Optional[int]:

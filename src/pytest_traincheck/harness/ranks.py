@@ -9,6 +9,7 @@ them in rank 0 and returns the verdict that the parent reports.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, ClassVar, Optional
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, SetupData, call_user, isolated
+from pytest_traincheck.harness.lightning import is_lightning
 from pytest_traincheck.harness.session import _textbook
 from pytest_traincheck.harness.spec import SetupError
 
@@ -29,10 +31,20 @@ NOT_DISTRIBUTED = ("single-process setup: declare `Training(world_size=2, ...)` 
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """Return the module inside a DistributedDataParallel wrapper (or the model itself)."""
+    """Return the module inside a DistributedDataParallel wrapper (or the model itself).
+
+    A dict or list of models (a GAN) whose models are wrapped one by one gives the same
+    container over the plain models, so state_dict keys match a single-process model's.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    if isinstance(model, DistributedDataParallel):
+        return model.module
+    if isinstance(model, nn.ModuleDict) and any(isinstance(m, DistributedDataParallel) for m in model.values()):
+        return nn.ModuleDict({k: unwrap(m) for k, m in model.items()})
+    if isinstance(model, nn.ModuleList) and any(isinstance(m, DistributedDataParallel) for m in model):
+        return nn.ModuleList([unwrap(m) for m in model])
+    return model
 
 
 class Rank:
@@ -42,6 +54,8 @@ class Rank:
                  report: Callable[[str], None]) -> None:
         self.h, self.rank, self.world, self.backend, self.tmp = h, rank, world, backend, tmp
         self._report = report
+        self._schedulers: list[tuple[Any, Any]] = []  # (optimizer, its schedulers) built by `fresh`
+        self.calls = 0  # user step calls so far on this rank (`step_index`)
 
     @property
     def training(self) -> Any:
@@ -73,6 +87,10 @@ class Rank:
         """Wrap ``model`` in DistributedDataParallel unless the user's factory already did."""
         from torch.nn.parallel import DistributedDataParallel
 
+        if isinstance(model, nn.ModuleDict):  # several models (a GAN): each gets its own DDP, as scripts do
+            return nn.ModuleDict({k: self.wrap(m) for k, m in model.items()})
+        if isinstance(model, nn.ModuleList):
+            return nn.ModuleList([self.wrap(m) for m in model])
         if isinstance(model, DistributedDataParallel) or not any(p.requires_grad for p in model.parameters()):
             return model
         ids = [self.h.device.index] if self.h.device.type == "cuda" and self.backend == "nccl" else None
@@ -84,7 +102,10 @@ class Rank:
         model = self.h.model()
         model = self.wrap(model) if wrap else unwrap(model)
         self.where("the `optimizer` factory")
-        return model, self.h.optimizer(model)
+        optimizer = self.h.optimizer(unwrap(model))  # factories that pick a part (`m.head`) see the plain model
+        self.where("the `scheduler` factory")
+        self._schedulers.append((optimizer, self.h.scheduler(optimizer)))
+        return model, optimizer
 
     def shard(self, batch: Any = None) -> Any:
         """Return this rank's equal slice of the fixed batch (or of ``batch``), on the device."""
@@ -106,15 +127,35 @@ class Rank:
         return samples // world
 
     def step(self, model: nn.Module, optimizer: Any, batch: Any) -> None:
-        """Run the user's step (or train_epoch over one batch, or the textbook step) once on ``batch``."""
+        """Run one optimizer update of the user's code on ``batch``: `accumulate` step calls, or train_epoch over them.
+
+        A step or train_epoch that takes ``scheduler`` gets the schedulers built with ``optimizer``,
+        one that takes ``step_index`` the call's index on this rank, as in the single-process checks.
+        """
         t = self.training
         self.where("the training step")
         if t.train_epoch is not None:
-            call_user("the `train_epoch` function", t.train_epoch, model, once_loader(batch), optimizer, t.loss_fn)
-        elif t.step is not None:
-            call_user("the `step` function", t.step, model, batch, optimizer, t.loss_fn)
-        else:
-            call_user("the textbook step", _textbook(self.h), model, batch, optimizer, t.loss_fn)
+            extra = self._extra(t.train_epoch, optimizer)
+            call_user("the `train_epoch` function", functools.partial(t.train_epoch, **extra),
+                      model, once_loader(batch, t.accumulate), optimizer, t.loss_fn)
+            self.calls += t.accumulate
+            return
+        fn, where = (t.step, "the `step` function") if t.step is not None else (_textbook(self.h), "the textbook step")
+        for _ in range(t.accumulate):
+            extra = self._extra(fn, optimizer)
+            self.calls += 1
+            call_user(where, functools.partial(fn, **extra), model, batch, optimizer, t.loss_fn)
+
+    def _extra(self, fn: Callable[..., Any], optimizer: Any) -> dict[str, Any]:
+        from pytest_traincheck.harness.session import accepts
+
+        extra: dict[str, Any] = {}
+        scheduler = next((s for o, s in self._schedulers if o is optimizer), None)
+        if scheduler is not None and accepts(fn, "scheduler"):
+            extra["scheduler"] = scheduler
+        if accepts(fn, "step_index"):
+            extra["step_index"] = self.calls
+        return extra
 
     def path(self, name: str) -> str:
         """Return a path in the directory every rank shares."""
@@ -131,6 +172,9 @@ def sync_buffers(model: nn.Module, h: Harness, batch: Any) -> None:
     """
     from torch.nn.parallel import DistributedDataParallel
 
+    if isinstance(model, (nn.ModuleDict, nn.ModuleList)):  # models only the step knows how to call (a GAN)
+        _broadcast_buffers(model)
+        return
     if not isinstance(model, DistributedDataParallel) or not getattr(model, "broadcast_buffers", True):
         return
     modes = {m: m.training for m in model.modules()}
@@ -143,16 +187,29 @@ def sync_buffers(model: nn.Module, h: Harness, batch: Any) -> None:
             m.training = mode
 
 
+def _broadcast_buffers(models: nn.Module) -> None:
+    """Copy rank 0's buffers to every rank for each DDP model of a container, as its next forward would."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    for m in models.children():
+        if isinstance(m, DistributedDataParallel) and getattr(m, "broadcast_buffers", True):
+            for buffer in m.module.buffers():
+                dist.broadcast(buffer.data, 0)
+
+
 def _rows(batch: Any, start: int, stop: int, samples: Optional[int]) -> Any:
     """Slice every per-sample tensor of ``batch`` (first dimension ``samples``) to rows [start, stop)."""
     return tb.tree_map(lambda t: t[start:stop] if t.ndim >= 1 and t.shape[0] == samples else t, batch)
 
 
-def once_loader(batch: Any) -> DataLoader:
-    """A loader yielding ``batch`` once, shaped as given (for `train_epoch`)."""
+def once_loader(batch: Any, times: int = 1) -> DataLoader:
+    """A loader yielding ``batch`` ``times`` times, shaped as given (for `train_epoch`)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
-        return DataLoader(TensorDataset(*batch), batch_size=len(batch[0]))
-    return DataLoader([batch], batch_size=None)
+        if times == 1:
+            return DataLoader(TensorDataset(*batch), batch_size=len(batch[0]))
+        return DataLoader(TensorDataset(*batch), batch_sampler=[list(range(len(batch[0])))] * times)
+    return DataLoader([batch] * times, batch_size=None)
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -193,6 +250,10 @@ class DistributedCheck(Check):
 
         if effective_world_size(h.training) < self.MIN_WORLD:
             return self.skipped(NOT_DISTRIBUTED)
+        if is_lightning(h.training):
+            return self.skipped("Training.from_lightning runs the module without a Trainer, so without Lightning's "
+                                "DDP strategy: the distributed checks need a plain `step` (declare the module's "
+                                "model, optimizer and step with `Training(...)` to check it on several ranks)")
         if self.NEEDS_RANK_DATA and h.training.rank_data is None:
             return self.skipped("needs the per-rank training loader: declare `rank_data=lambda epoch: loader` "
                                 "(built inside each rank, e.g. with a DistributedSampler)")
