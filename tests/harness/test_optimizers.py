@@ -89,3 +89,63 @@ def test_a_factory_returning_a_dict_of_models_gets_a_module_dict() -> None:
                         optimizer={"a": ex.adam(), "b": ex.adam()}, step=step)
     assert run_check("TRN101", prepare(training)).verdict is Verdict.PASS
     assert seen[0] == ("ModuleDict", ["a", "b"])
+
+
+# -- checks that call the models themselves: each model of a dict, on what the step gave it -------------
+GAN = ex.FEATURES
+
+
+class MixingCritic(nn.Module):
+    """A discriminator that normalises each feature over the batch by hand, mixing samples (in eval mode too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(GAN, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((x - x.mean(0)) / (x.std(0) + 1e-5))
+
+
+def _gan(critic: Any = None, dead_generator: bool = False) -> Any:
+    def models() -> dict[str, nn.Module]:
+        generator = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, GAN))
+        if dead_generator:
+            nn.init.constant_(generator[0].bias, -10.0)
+        disc = critic() if critic is not None else nn.Sequential(nn.Linear(GAN, 32), nn.ReLU(), nn.Linear(32, 1))
+        return {"generator": generator, "discriminator": disc}
+
+    def step(m: Any, batch: Any, opts: Any, loss_fn: Any) -> Any:
+        real = batch[0]
+        noise = torch.randn(len(real), 4)
+        opts["discriminator"].zero_grad()
+        real_out, fake_out = m["discriminator"](real), m["discriminator"](m["generator"](noise).detach())
+        d_loss = (torch.nn.functional.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
+                  + torch.nn.functional.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
+        d_loss.backward()
+        opts["discriminator"].step()
+        opts["generator"].zero_grad()
+        fooled = m["discriminator"](m["generator"](noise))
+        g_loss = torch.nn.functional.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        g_loss.backward()
+        opts["generator"].step()
+        return d_loss + g_loss
+
+    return ex.setup(name="gan", model=models, optimizer={"generator": ex.adam(1e-3), "discriminator": ex.adam(1e-3)},
+                    step=step, loss_fn=None)
+
+
+def test_a_gan_with_relus_is_judged_model_by_model_and_clean() -> None:
+    for code in ("TRN403", "TRN606"):
+        result = run_check(code, prepare(_gan()))
+        assert result.verdict is Verdict.PASS, result.describe()
+    assert "`generator`, `discriminator`" in run_check("TRN403", prepare(_gan())).message
+
+
+def test_the_model_of_a_gan_that_mixes_samples_is_named() -> None:
+    result = run_check("TRN403", prepare(_gan(MixingCritic)))
+    assert result.verdict is Verdict.FAIL and result.evidence["model"] == "discriminator", result.describe()
+
+
+def test_the_dead_relu_layer_of_a_gan_names_its_model() -> None:
+    result = run_check("TRN606", prepare(_gan(dead_generator=True)))
+    assert result.verdict is Verdict.WARN and "`generator." in result.message, result.describe()

@@ -9,7 +9,9 @@ from torch import nn
 
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
+from pytest_traincheck.harness.activations import measure_relus
 from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.parts import part_calls
 from pytest_traincheck.harness.record import WINDOW
 
 DEAD = 0.7  # fraction of a layer's units <= 0 for every sample (AUTOTRAINER / DeepDiagnosis)
@@ -31,6 +33,9 @@ class DeadReluUnits(Check):
     ## What it measures
     Records the output of every ReLU (module or functional form) on the fixed batch, at
     initialization and after 10 training steps, and counts the units that are zero for every sample.
+
+    A dict or list of models (a GAN) is measured model by model, each called with the arguments the
+    user's step first gave it, at its initial weights and after the training steps.
 
     ## Why it matters
     A dead ReLU unit gets no gradient and never comes back; a layer that is mostly dead wastes its
@@ -54,17 +59,44 @@ class DeadReluUnits(Check):
     FAILS_WITH = Verdict.WARN
     PASSING = (lambda: ex.setup(), lambda: ex.setup(model=lambda: ex.MLP(batchnorm=True, dropout=0.2)),
                lambda: ex.setup(model=lambda: nn.Sequential(nn.Linear(ex.FEATURES, 32), nn.ReLU(),
-                                                            nn.Linear(32, ex.CLASSES))))
-    FAILING = (lambda: ex.setup(model=dead_bias), lambda: ex.setup(optimizer=_big_sgd))
+                                                            nn.Linear(32, ex.CLASSES))),
+               lambda: ex.two_models())
+    FAILING = (lambda: ex.setup(model=dead_bias), lambda: ex.setup(optimizer=_big_sgd), lambda: ex.two_models(dead_bias))
 
     def run(self, h: Harness) -> CheckResult:
+        rec = h.record(STEPS)
+        if not rec.relus_start and rec.modules and issubclass(rec.modules[0][1], (nn.ModuleDict, nn.ModuleList)):
+            return self._each_model(h)
         x = h.input_tensor()
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; dead units are judged over several samples")
-        rec = h.record(STEPS)  # measured by the shared run at its start and after STEPS steps
+        # measured by the shared run at its start and after STEPS steps
         if not rec.relus_start:
             return self.skipped("the model calls no ReLU (nn.ReLU, F.relu, torch.relu) on batched tensors")
         return self._verdict(rec.relus_start, rec.relus_end, len(x), rec.relus_steps)
+
+    def _each_model(self, h: Harness) -> CheckResult:
+        """Measure each model of a dict or list on the arguments the user's step first called it with."""
+        start: list[tuple[str, float, int]] = []
+        end: list[tuple[str, float, int]] = []
+        samples: list[int] = []
+        with h.session() as s:
+            calls = part_calls(s.model, s.step)
+            s.train(STEPS - 1)
+            devices = [h.device] if h.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # dropout masks: no random numbers taken from the run
+                for call in calls:
+                    x = call.tensor()
+                    if x is None or len(x) < 2:
+                        continue
+                    samples.append(len(x))
+                    end.extend(_named(call.name, measure_relus(call.module, call.call)))
+                    with call.at_start():
+                        start.extend(_named(call.name, measure_relus(call.module, call.call)))
+        if not end:
+            return self.skipped("no model of the dict or list calls a ReLU (nn.ReLU, F.relu, torch.relu) on the "
+                                "batched tensors the step gives it")
+        return self._verdict(start, end, min(samples), STEPS)
 
     def _verdict(self, start: list[tuple[str, float, int]], end: list[tuple[str, float, int]],
                  samples: int, steps: int) -> CheckResult:
@@ -84,3 +116,9 @@ class DeadReluUnits(Check):
                 **facts)
         return self.passed(f"{len(end)} ReLU layer(s): at most {dead:.0%} of units dead over {samples} samples "
                            f"after {steps} steps (`{label}`)", **facts)
+
+
+def _named(model: str, layers: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    """Prefix each ReLU's label with the name of its model in the dict or list."""
+    return [(f"{model}.{label}" if " " not in label else f"{model}: {label}", dead, units)
+            for label, dead, units in layers]

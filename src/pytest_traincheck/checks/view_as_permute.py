@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, call_user
+from pytest_traincheck.harness.parts import is_several, part_calls
 
 LEAK = 1e-6  # relative gradient reaching other samples; float32 round-off stays far below
 PROBES = 3  # samples whose output is differentiated (first, middle, last)
@@ -66,6 +67,8 @@ class ViewAsPermute(Check):
     In eval mode (so BatchNorm does not couple samples on purpose), differentiates the output of 3
     samples of the batch (first, middle, last) with respect to the whole input batch, and measures
     how much gradient reaches the other samples.
+    A dict or list of models (a GAN) is judged model by model, each called with the arguments the
+    user's step first gave it (the generator its noise, the discriminator its samples).
 
     ## Why it matters
     `x.view(batch, seq, ...)` where `x.transpose(0, 1)` was meant, or a reduction over the wrong
@@ -90,44 +93,85 @@ class ViewAsPermute(Check):
     CODE = "TRN403"
     PASSING = (lambda: ex.setup(), lambda: ex.setup(model=lambda: ex.MLP(batchnorm=True, dropout=0.5)),
                lambda: ex.setup(model=SeqFirstGRU, data=[ex.sequences()]),
-               lambda: ex.setup(model=Embedder, data=[_tokens()]))
+               lambda: ex.setup(model=Embedder, data=[_tokens()]), lambda: ex.two_models())
     FAILING = (lambda: ex.setup(model=lambda: SeqFirstGRU(buggy=True), data=[ex.sequences()]),
-               lambda: ex.setup(model=TransposeReshapeMLP))
+               lambda: ex.setup(model=TransposeReshapeMLP),
+               lambda: ex.two_models(TransposeReshapeMLP))
 
     def run(self, h: Harness) -> CheckResult:
+        model = h.model().eval()  # BatchNorm legitimately mixes samples in train mode
+        if is_several(model):
+            return self._each_model(h)
         x = h.inputs()
         if not isinstance(x, torch.Tensor) or x.ndim == 0:
             return self.skipped("the inputs of the batch are not one tensor (declare `Training(inputs=...)` to "
                                 "point at the tensor that carries the samples)")
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; batch independence needs at least two")
-        model = h.model().eval()  # BatchNorm legitimately mixes samples in train mode
-        if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
-            return self.skipped("the model is a dict or list of models (a GAN): only the step knows how to call them")
-        leak = self._leak(model, x)
+        leak = self._measure(model, x)
         if isinstance(leak, CheckResult):
             return leak
-        if leak[0] > LEAK:
+        return self._verdict(leak, len(x))
+
+    def _measure(self, model: nn.Module, x: torch.Tensor, forward: Optional[Callable[[Any], Any]] = None) -> Any:
+        leak = self._leak(model, x, forward)
+        if not isinstance(leak, CheckResult) and leak[0] > LEAK:
             with _no_tf32():  # TF32 kernels can couple samples by round-off alone
-                leak = self._leak(model, x)
-            if isinstance(leak, CheckResult):
-                return leak
+                leak = self._leak(model, x, forward)
+        return leak
+
+    def _verdict(self, leak: tuple[float, int, int, str], samples: int, name: Optional[str] = None,
+                 judged: Optional[list[str]] = None) -> CheckResult:
         worst, i, j, where = leak
+        which = f"model `{name}`: " if name is not None else ""
+        facts: dict[str, Any] = dict(relative_leak=worst, samples=samples, measured_on=where)
+        if name is not None:
+            facts["model"] = name
         if worst > LEAK:
             return self.failed(
-                f"in eval mode the output of sample {i} has a gradient on the {where} of sample {j} "
+                f"{which}in eval mode the output of sample {i} has a gradient on the {where} of sample {j} "
                 f"(norm {worst:.2e} of the largest per-sample gradient; expected 0, threshold {LEAK:g}): the model "
                 "mixes samples of the batch, typically `.view()`/`.reshape()` used to swap axes; use "
                 "`.permute()`/`.transpose()` to move axes and `.reshape()` only to merge them",
-                relative_leak=worst, sample=i, other_sample=j, samples=len(x), measured_on=where)
-        return self.passed(f"{min(PROBES, len(x))} samples' outputs depend on their own {where} only "
-                           f"(max relative leak {worst:.1e} over {len(x)} samples)", relative_leak=worst,
-                           samples=len(x), measured_on=where)
+                sample=i, other_sample=j, **facts)
+        if judged:
+            return self.passed(f"each of {len(judged)} models ({', '.join(f'`{n}`' for n in judged)}): the outputs of "
+                               f"{min(PROBES, samples)} samples depend on their own inputs only, called as the step "
+                               f"calls them (max relative leak {worst:.1e})", models=len(judged), **facts)
+        return self.passed(f"{min(PROBES, samples)} samples' outputs depend on their own {where} only "
+                           f"(max relative leak {worst:.1e} over {samples} samples)", **facts)
 
-    def _leak(self, model: nn.Module, x: torch.Tensor) -> Any:
+    def _each_model(self, h: Harness) -> CheckResult:
+        """Judge each model of a dict or list on the arguments the user's step first called it with."""
+        with h.session() as s:
+            calls = part_calls(s.model, s.step)
+        s.model.eval()
+        judged: list[str] = []
+        worst: Optional[tuple[tuple[float, int, int, str], int]] = None
+        reasons = []
+        for call in calls:
+            x = call.tensor()
+            if x is None or len(x) < 2:
+                reasons.append(f"`{call.name}` got no batched tensor of at least 2 samples")
+                continue
+            leak = self._measure(call.module, x, call.call)
+            if isinstance(leak, CheckResult):
+                reasons.append(f"`{call.name}`: {leak.message}")
+                continue
+            if leak[0] > LEAK:
+                return self._verdict(leak, len(x), call.name)
+            judged.append(call.name)
+            if worst is None or leak[0] >= worst[0][0]:
+                worst = (leak, len(x))
+        if worst is None:
+            return self.skipped("no model of the dict or list could be judged on what the step gave it: "
+                                + ("; ".join(reasons) or "the step called none of them"))
+        return self._verdict(worst[0], worst[1], judged=judged)
+
+    def _leak(self, model: nn.Module, x: torch.Tensor, forward: Optional[Callable[[Any], Any]] = None) -> Any:
         """Return (worst relative leak, sample, other sample, what was differentiated) or a SKIP result."""
         with _differentiable_input(model, x) as probe:
-            out = call_user("the model's forward", model, probe.leaf if probe.leaf is not None else x)
+            out = call_user("the model's forward", forward or model, probe.leaf if probe.leaf is not None else x)
             out = tb.logits_of(out, len(x))
             if probe.leaf is None:
                 return self.skipped("the inputs are integers (token ids) and no nn.Embedding output carries them "

@@ -94,3 +94,19 @@ def setup(name: str = "example", **overrides: Any) -> Training:
                                   data=[blobs()], step=good_step)
     fields.update(overrides)
     return Training(**fields)
+
+
+def two_models(body: Callable[[], nn.Module] = MLP, name: str = "two-models") -> Training:
+    """Return a setup with a dict of models (a body and a head), each with its own optimizer."""
+    def step(models: Any, batch: Any, optimizers: Any, loss_fn: Callable[..., Any]) -> Any:
+        x, y = batch
+        for opt in optimizers.values():
+            opt.zero_grad()
+        loss = loss_fn(models["head"](models["body"](x)), y)
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+        return loss
+
+    return setup(name, model=lambda: {"body": body(), "head": nn.Linear(CLASSES, CLASSES)},
+                 optimizer={"body": adam(), "head": adam()}, step=step)
