@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -149,3 +150,30 @@ def test_the_model_of_a_gan_that_mixes_samples_is_named() -> None:
 def test_the_dead_relu_layer_of_a_gan_names_its_model() -> None:
     result = run_check("TRN606", prepare(_gan(dead_generator=True)))
     assert result.verdict is Verdict.WARN and "`generator." in result.message, result.describe()
+
+
+# -- TRN601/TRN607 with several optimizers: judged when they minimize one loss together -------------------
+def test_several_optimizers_on_one_loss_must_fit_the_batch() -> None:
+    report = run_checks(ex.two_models(), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    for code in ("TRN601", "TRN607"):
+        assert report.get(code).verdict is Verdict.PASS, report.get(code).describe()
+
+
+def test_a_gan_is_skipped_for_its_several_objectives_with_the_evidence() -> None:
+    result = run_check("TRN601", prepare(_gan()))
+    assert result.verdict is Verdict.SKIP and "backward() calls for optimizer steps" in result.message
+
+
+def test_optimizers_stepping_in_turn_are_several_objectives() -> None:
+    def alternating(m: Any, batch: Any, opts: Any, loss_fn: Any, step_index: int) -> Any:
+        x, y = batch
+        which = "body" if step_index % 2 == 0 else "head"  # one player per call, as some GAN loops do
+        opts[which].zero_grad()
+        loss = loss_fn(m["head"](m["body"](x)), y)
+        loss.backward()
+        opts[which].step()
+        return loss
+
+    result = run_check("TRN601", prepare(dataclasses.replace(ex.two_models(), step=alternating)))
+    assert result.verdict is Verdict.SKIP and "`body` " in result.message, result.describe()

@@ -11,7 +11,8 @@ from torch import nn
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
-from pytest_traincheck.harness.core import SEVERAL_OPTIMIZERS, Harness, MissingField, several_optimizers
+from pytest_traincheck.checks.cannot_overfit_single_batch import own_objectives
+from pytest_traincheck.harness.core import Harness, MissingField
 from pytest_traincheck.harness.record import Record
 
 MARGIN = 0.9  # the real-input loss must end at least 10% below the zero-input loss
@@ -53,6 +54,8 @@ class LossIgnoresInputs(Check):
     `--train-sanity-ignore TRN607` (or `ignore` in `[tool.traincheck.sanity]`).
 
     ## Known problems
+    Several optimizers are judged like TRN601: when they minimize one loss together; a GAN (several
+    objectives) is skipped.
     Tasks whose targets are nearly constant (the batch's best constant prediction is already close
     to perfect) may warn.
 
@@ -68,14 +71,16 @@ class LossIgnoresInputs(Check):
     STOCHASTIC = True
     FAILS_WITH = Verdict.WARN
     PASSING = (lambda: ex.setup(), lambda: ex.setup(step=None),
-               lambda: ex.setup(model=lambda: ex.MLP(dropout=0.2, batchnorm=True)))
-    FAILING = (lambda: ex.setup(model=InputDropoutTypo), lambda: ex.setup(step=_zeros_into_model))
+               lambda: ex.setup(model=lambda: ex.MLP(dropout=0.2, batchnorm=True)), lambda: ex.two_models())
+    FAILING = (lambda: ex.setup(model=InputDropoutTypo), lambda: ex.setup(step=_zeros_into_model),
+               lambda: ex.two_models(InputDropoutTypo))
 
     def run(self, h: Harness) -> CheckResult:
-        if several_optimizers(h.training):
-            return self.skipped(SEVERAL_OPTIMIZERS)
         steps = max(h.training.overfit_steps // 2, TAIL)
         rec = h.record(1)  # the real-input run: the shared run, from the same initial weights
+        reason = own_objectives(h, rec)
+        if reason is not None:
+            return self.skipped(reason)
         real_losses = rec.losses[:steps]
         best = min(real_losses)
         floor = constant_floor(rec)
