@@ -159,6 +159,10 @@ class ProjectFacts:
             return not self.recurrent(condition.name, path)
         if condition.kind == "param":
             return self.param_holds(condition.name, condition.value, path, set())
+        if condition.kind == "torch-missing":  # TRN208 under a torch release other than the shipped table's
+            from pytest_traincheck.analyses.torch_table import installed_has
+
+            return not installed_has(condition.name, condition.value)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
 
 

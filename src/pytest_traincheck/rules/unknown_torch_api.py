@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
-import warnings
 from functools import lru_cache
-from types import ModuleType
 from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name
+from pytest_traincheck.analyses import torch_table
 from pytest_traincheck.analyses.dataflow import torch_names
+from pytest_traincheck.lint.project import Condition
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name
 
 CHECKED = ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.utils.data")
 # Names from other frameworks that people reach for; difflib would not suggest these.
@@ -25,33 +23,10 @@ _GUARD_ERRORS = frozenset({"AttributeError", "ImportError", "ModuleNotFoundError
 
 
 @lru_cache(maxsize=None)
-def _installed(module: str) -> Optional[ModuleType]:
-    """Import ``module`` from the installed torch, once, only when a name is missing from the shipped list."""
-    try:
-        if importlib.util.find_spec("torch") is None:
-            return None
-        return importlib.import_module(module)
-    except Exception:  # a broken torch install: fall back to the shipped list
-        return None
-
-
-@lru_cache(maxsize=None)
 def exists(module: str, name: str) -> bool:
-    """True if ``module.name`` exists in the shipped list or the installed torch (attribute or submodule)."""
+    """True if ``module.name`` is in the shipped table (attribute or submodule) or a plugged device module."""
     shipped = torch_names()["modules"]
-    if name in shipped.get(module, ()) or name in _PLUGGED.get(module, ()):  # type: ignore[union-attr]
-        return True
-    installed = _installed(module)
-    if installed is None:
-        return False
-    with warnings.catch_warnings():  # deprecated aliases warn on lookup (torch.has_cuda)
-        warnings.simplefilter("ignore")
-        if hasattr(installed, name):
-            return True
-    try:
-        return importlib.util.find_spec(f"{module}.{name}") is not None
-    except (ImportError, ValueError):
-        return False
+    return name in shipped.get(module, ()) or name in _PLUGGED.get(module, ())  # type: ignore[union-attr]
 
 
 def suggestion(module: str, name: str) -> Optional[str]:
@@ -82,9 +57,10 @@ class UnknownTorchApi(Rule):
     submodules). The message suggests the closest real name.
 
     The names come from `analyses/data/torch_names.json`, generated from a torch
-    release by `scripts/gen_torch_names.py`; a name missing there is looked up
-    in the installed torch (imported lazily, once per process, only then), so
-    names added by a newer torch are not reported.
+    release by `scripts/gen_torch_names.py`; linting never imports torch. When
+    another torch release is installed, a name missing from the table is looked
+    up in it once per run, by the parent process in a short-lived child process,
+    so names added by a newer torch are not reported.
 
     ## Why is this bad?
     The line raises `AttributeError` (or `ImportError`) when it runs, which
@@ -232,7 +208,7 @@ class UnknownTorchApi(Rule):
         module, _, name = qual.rpartition(".")
         if module in CHECKED and not name.startswith("_") and not exists(module, name):
             written = dotted_name(node.value) or module
-            self.report(node, _message(written, module, name))
+            self._report(node, module, name, _message(written, module, name))
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         if self._guards or node.relative or node.module is None or isinstance(node.names, cst.ImportStar):
@@ -243,7 +219,13 @@ class UnknownTorchApi(Rule):
         for alias in node.names:
             name = dotted_name(alias.name)
             if name and not name.startswith("_") and not exists(module, name):
-                self.report(alias, _message(module, module, name, imported=True))
+                self._report(alias, module, name, _message(module, module, name, imported=True))
+
+    def _report(self, node: cst.CSTNode, module: str, name: str, message: str) -> None:
+        if torch_table.authoritative():
+            self.report(node, message)
+        else:  # another torch release is installed: the run's parent asks it, once (torch_table)
+            self.report_if(Condition("torch-missing", module, name), node, message)
 
     def _is_guard(self, test: cst.BaseExpression) -> bool:
         code = self.context.module.code_for_node(test).lower()
