@@ -177,3 +177,11 @@ def test_each_scheduler_is_judged_against_its_own_optimizer() -> None:
         result = run_check("TRN108", prepare(training))
     assert result.verdict is Verdict.FAIL and "`scheduler[b]`" not in result.message
     assert result.evidence["scheduler"] == "scheduler[b]" and result.evidence["optimizer"] == "b"
+
+
+def test_a_step_with_only_kwargs_is_not_failed_for_a_scheduler_it_never_asked_for() -> None:
+    def step(model: nn.Module, batch: Any, optimizer: Any, loss_fn: Any, **kwargs: Any) -> Any:
+        return _step_then("never")(model, batch, optimizer, loss_fn)
+
+    result = run_check("TRN108", prepare(ex.setup(step=step, scheduler=_warmup)))
+    assert result.verdict is Verdict.SKIP, result.describe()

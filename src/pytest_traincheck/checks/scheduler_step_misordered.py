@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -10,7 +11,6 @@ from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
 from pytest_traincheck.harness.core import Harness, call_user, named_optimizers
 from pytest_traincheck.harness.lightning import is_lightning
-from pytest_traincheck.harness.session import accepts
 
 STEPS = 3
 
@@ -139,7 +139,7 @@ class SchedulerStepMisordered(Check):
                     handle.remove()
                 for sched in watched:
                     sched.__dict__.pop("step", None)
-        return self._verdict(order, watched, accepts(code, "scheduler"), lightning)
+        return self._verdict(order, watched, _names_scheduler(code), lightning)
 
     def _verdict(self, order: list[tuple[str, str]], watched: dict[Any, tuple[str, str]], given: bool,
                  lightning: Any) -> CheckResult:
@@ -189,6 +189,14 @@ class SchedulerStepMisordered(Check):
             f"{_names(idle)} was not advanced in {STEPS} calls, and the step does not take a `scheduler` argument: "
             "it may be stepped per epoch by a loop traincheck does not run; give the step (or train_epoch) a "
             "`scheduler` parameter if it should advance it")
+
+
+def _names_scheduler(code: Any) -> bool:
+    """True when ``code`` has a parameter named ``scheduler`` (a ``**kwargs`` catch-all does not ask for it)."""
+    try:
+        return "scheduler" in inspect.signature(code).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _names(labels: list[str]) -> str:
