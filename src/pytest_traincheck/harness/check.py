@@ -172,11 +172,16 @@ class Check:
         return first
 
 
+_IMPORTED: list[bool] = []  # the check modules were imported (listing the package costs a folder scan)
+
+
 def all_checks() -> dict[str, type[Check]]:
     """Import every check module of this package once and return the registry by code."""
-    package = importlib.import_module("pytest_traincheck.checks")
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    if not _IMPORTED:
+        package = importlib.import_module("pytest_traincheck.checks")
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+        _IMPORTED.append(True)
     return dict(sorted(Check._registry.items()))
 
 
