@@ -60,13 +60,31 @@ def test_nothing_declared_beside_other_tests_prints_the_line_and_keeps_their_res
     result.stdout.fnmatch_lines(["traincheck: no training setup declared for --train-sanity; add *"])
 
 
+def test_distributed_checks_are_collected_only_where_they_can_run(project: pytest.Pytester) -> None:
+    plain = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "--collect-only", "-q")
+    plain.stdout.fnmatch_lines(["traincheck: TRN701-TRN706 (distributed) not collected for the single-process "
+                                "setup(s) good, nozero: declare `Training(world_size=2, ...)` or run with "
+                                "--train-sanity-world-size 2 *"])
+    assert "-replicas-diverge" not in plain.stdout.str() and "TRN101-missing-zero-grad" in plain.stdout.str()
+    ranks = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "--collect-only", "-q",
+                              "--train-sanity-world-size", "2")
+    ranks.stdout.fnmatch_lines(["traincheck::good::TRN701-replicas-diverge"])
+    assert "not collected" not in ranks.stdout.str()
+    # Named in the selection, they are collected on a single-process setup and skip with their reason.
+    named = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "--train-sanity-select", "TRN70")
+    named.assert_outcomes(skipped=12)
+    named.stdout.fnmatch_lines(["*::good::TRN701-replicas-diverge SKIPPED (single-process*"])
+
+
 def test_pyproject_setups_become_items(project: pytest.Pytester) -> None:
     result = project.runpytest("--train-sanity", "-p", "no:cacheprovider", "-v", "-k", "TRN101 or TRN604",
                                "--train-sanity-report", "out.json")
     from pytest_traincheck.harness.runner import enabled_codes
 
-    # two setups: every enabled check is an item of each; -k keeps TRN101 and TRN604 of both
-    result.assert_outcomes(passed=3, failed=1, deselected=2 * len(enabled_codes(None, None)) - 4)
+    # two single-process setups: every enabled check but the distributed ones (TRN7xx) is an item of each;
+    # -k keeps TRN101 and TRN604 of both
+    codes = [c for c in enabled_codes(None, None) if not c.startswith("TRN7")]
+    result.assert_outcomes(passed=3, failed=1, deselected=2 * len(codes) - 4)
     result.stdout.fnmatch_lines([
         "traincheck: seed=0, device=cpu, torch=*, checks=TRN101,*",
         "traincheck::good::TRN101-missing-zero-grad PASSED*",

@@ -53,6 +53,30 @@ class SanityState:
         self.conftest_dirs: dict[Path, str] = {}
         self.directories: dict[Path, pytest.Directory] = {}
         self.declared = False
+        self.uncollected: dict[str, list[str]] = {}  # single-process setup -> distributed checks left out
+
+    def codes_for(self, training: Any) -> list[str]:
+        """Return the enabled codes collected for ``training``.
+
+        A distributed check can only skip on a single-process setup, so it is collected there only
+        when `--train-sanity-select`/`select` names it (TRN7, TRN70 or the code: then it skips with
+        its reason); the setup is listed after collection instead.
+        """
+        from pytest_traincheck import catalog
+        from pytest_traincheck.harness.check import all_checks
+        from pytest_traincheck.harness.distributed import effective_world_size
+        from pytest_traincheck.harness.ranks import DistributedCheck
+
+        named = [s for s in self.options.select or [] if len(s) >= len("TRN7")]
+        world = effective_world_size(training)
+        codes, left = [], []
+        for code in self.codes:
+            cls = all_checks()[code]
+            out = issubclass(cls, DistributedCheck) and world < cls.MIN_WORLD and not catalog.matches(code, named)
+            (left if out else codes).append(code)
+        if left:
+            self.uncollected[training.name] = left
+        return codes
 
     def run(self, code: str, training: Any, source: str) -> Any:
         """Run one check on one setup, preparing the setup once per process."""
@@ -110,22 +134,22 @@ class SanityPlugin:
         for t in trainings:
             setup = _collector(session, f"traincheck::{t.name}")
             items.extend(SanityItem.from_parent(setup, name=self._title(code), code=code, training=t,
-                                                source=spec, state=self.state) for code in self.state.codes)
+                                                source=spec, state=self.state) for code in self.state.codes_for(t))
         return items
 
     def _fixture_items(self, session: pytest.Session, directory: Path, conftest: str) -> list[pytest.Item]:
         rel = _relative(Path(conftest), session.config.rootpath)
         anchor = self._anchor(session, directory)
-        names = _fixture_setup_names(session, anchor)
-        if names is None:  # the fixture needs other fixtures: one item per check over all its setups
+        trainings = _fixture_setups(session, anchor)
+        if trainings is None:  # the fixture needs other fixtures: one item per check over all its setups
             parent = _collector(anchor, f"traincheck::{rel}")
             return [FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
                                                   source=rel) for code in self.state.codes]
         items: list[pytest.Item] = []
-        for name in names:  # named per setup, like pyproject setups, so `-k <setup>` selects them
-            parent = _collector(anchor, f"traincheck::{name}")
+        for t in trainings:  # named per setup, like pyproject setups, so `-k <setup>` selects them
+            parent = _collector(anchor, f"traincheck::{t.name}")
             items.extend(FixtureSanityItem.from_parent(parent, name=self._title(code), code=code, state=self.state,
-                                                       source=rel, setup=name) for code in self.state.codes)
+                                                       source=rel, setup=t.name) for code in self.state.codes_for(t))
         return items
 
     def _anchor(self, session: pytest.Session, directory: Path) -> Union[pytest.Session, pytest.Collector]:
@@ -142,6 +166,18 @@ class SanityPlugin:
         from pytest_traincheck import catalog
 
         return f"{code}-{catalog.get(code).slug}"
+
+    def pytest_report_collectionfinish(self) -> Optional[str]:
+        """Say which setups got no distributed checks (TRN7xx), and how to run them."""
+        if not self.state.uncollected:
+            return None
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for name, codes in self.state.uncollected.items():
+            groups.setdefault(tuple(codes), []).append(name)
+        return "\n".join(
+            f"traincheck: {_span(codes)} (distributed) not collected for the single-process setup(s) "
+            f"{', '.join(names)}: declare `Training(world_size=2, ...)` or run with --train-sanity-world-size 2 "
+            "(--train-sanity-select TRN7 collects them to show why they skip)" for codes, names in groups.items())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -228,8 +264,8 @@ def _is_training(obj: Any) -> bool:
     return isinstance(obj, Training)
 
 
-def _fixture_setup_names(session: pytest.Session, anchor: Any) -> Optional[list[str]]:
-    """Call a `train_sanity_trainings` fixture that takes no arguments to learn its setup names.
+def _fixture_setups(session: pytest.Session, anchor: Any) -> Optional[list[Any]]:
+    """Call a `train_sanity_trainings` fixture that takes no arguments to learn its setups (names, world sizes).
 
     None when it takes arguments (other fixtures) or cannot be called now: its items are then
     one per check, and the fixture runs only when they do.
@@ -246,9 +282,15 @@ def _fixture_setup_names(session: pytest.Session, anchor: Any) -> Optional[list[
         value = func()
         if inspect.isgenerator(value):
             value = next(value)  # a yield fixture: its setups are what it yields
-        return [t.name for t in as_trainings(value, FIXTURE_NAME)]
+        return as_trainings(value, FIXTURE_NAME)
     except Exception:  # noqa: BLE001 - the items report the fixture's error when they run it
         return None
+
+
+def _span(codes: tuple[str, ...]) -> str:
+    numbers = [int(code[3:]) for code in codes]
+    consecutive = len(codes) > 2 and numbers == list(range(numbers[0], numbers[0] + len(codes)))
+    return f"{codes[0]}-{codes[-1]}" if consecutive else ", ".join(codes)
 
 
 def _collector(parent: Union[pytest.Session, pytest.Dir], nodeid: str) -> pytest.Collector:
