@@ -7,35 +7,32 @@ from typing import Optional
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Invalid, Rule, Valid
+from pytest_traincheck.lint.walk import children
 
 _CLIPS = frozenset({"torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_",
                     "torch.nn.utils.clip_grad.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_value_"})
 
 
-class _Events(cst.CSTVisitor):
-    """The scaler and clip calls of one statement, in source order (nested loops and defs excluded)."""
+_NOT_FOLLOWED = (cst.FunctionDef, cst.ClassDef, cst.For, cst.While)
 
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.events: list[tuple[str, cst.Call]] = []
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-    def visit_For(self, node: cst.For) -> bool:
-        return False
-
-    def visit_While(self, node: cst.While) -> bool:
-        return False
-
-    def leave_Call(self, node: cst.Call) -> None:
-        # leave_: the inner `scaler.scale(loss)` is left before the outer `.backward()`.
-        kind = _kind(node, self.rule)
-        if kind is not None:
-            self.events.append((kind, node))
+def _events(statement: cst.CSTNode, rule: Rule) -> list[tuple[str, cst.Call]]:
+    """Return the scaler and clip calls of one statement in source order (nested loops and defs excluded)."""
+    events: list[tuple[str, cst.Call]] = []
+    # Read-only and without recursion (libcst's own visitors rebuild every node they pass).
+    stack: list[tuple[cst.CSTNode, bool]] = [(statement, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            # Calls are taken as they are left: the inner `scaler.scale(loss)` before the outer `.backward()`.
+            kind = _kind(node, rule)  # type: ignore[arg-type]
+            if kind is not None:
+                events.append((kind, node))  # type: ignore[arg-type]
+            continue
+        if isinstance(node, cst.Call):
+            stack.append((node, True))
+        stack.extend((child, False) for child in reversed(children(node)) if not isinstance(child, _NOT_FOLLOWED))
+    return events
 
 
 def _kind(node: cst.Call, rule: Rule) -> Optional[str]:
@@ -160,13 +157,13 @@ class ClipBeforeUnscale(Rule):
         self._scan(node.body)
 
     def _scan(self, statements: tuple[cst.BaseStatement, ...] | list[cst.BaseStatement]) -> None:
+        if "backward" not in self.context.source:
+            return  # no `scaler.scale(loss).backward()` anywhere: nothing can be flagged
         scaled = False
         for statement in statements:
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef, cst.For, cst.While)):
+            if isinstance(statement, _NOT_FOLLOWED):
                 continue
-            events = _Events(self)
-            statement.visit(events)
-            for kind, call in events.events:
+            for kind, call in _events(statement, self):
                 if kind == "scaled backward":
                     scaled = True
                 elif kind in ("unscale", "step"):
