@@ -168,7 +168,11 @@ class UnknownTorchApi(Rule):
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
         self._guards = 0
+        self._tests: list[bool] = []
         self._targets: set[int] = set()
+        # The tests' text is part of the file's: with no guard word in the file, no test has one.
+        lowered = context.source.lower()
+        self._guard_words = any(word in lowered for word in _GUARD_WORDS)
 
     # -- guarded regions: feature detection is not a mistake ------------------------
     def visit_Try(self, node: cst.Try) -> None:
@@ -178,16 +182,22 @@ class UnknownTorchApi(Rule):
         self._guards -= _catches_lookup_errors(original_node)
 
     def visit_If(self, node: cst.If) -> None:
-        self._guards += self._is_guard(node.test)
+        self._enter_test(node.test)
 
     def leave_If(self, original_node: cst.If) -> None:
-        self._guards -= self._is_guard(original_node.test)
+        self._guards -= self._tests.pop()
 
     def visit_IfExp(self, node: cst.IfExp) -> None:
-        self._guards += self._is_guard(node.test)
+        self._enter_test(node.test)
 
     def leave_IfExp(self, original_node: cst.IfExp) -> None:
-        self._guards -= self._is_guard(original_node.test)
+        self._guards -= self._tests.pop()
+
+    def _enter_test(self, test: cst.BaseExpression) -> None:
+        # Ifs nest, so what each one added is undone from a stack (the test is rendered once, not twice).
+        guard = self._is_guard(test)
+        self._tests.append(guard)
+        self._guards += guard
 
     def visit_Annotation(self, node: cst.Annotation) -> None:
         self._guards += 1  # stub-only names (torch.Device) are fine in annotations; type checkers see typos
@@ -228,6 +238,8 @@ class UnknownTorchApi(Rule):
             self.report_if(Condition("torch-missing", module, name), node, message)
 
     def _is_guard(self, test: cst.BaseExpression) -> bool:
+        if not self._guard_words:
+            return False
         code = self.context.module.code_for_node(test).lower()
         return any(word in code for word in _GUARD_WORDS)
 
