@@ -292,3 +292,65 @@ def test_a_real_lightning_module_with_an_epoch_scheduler_is_clean(lightning_exam
     report = run_checks(Training.from_lightning(Epochs, datamodule=lightning_example.BlobData()), strict=True)
     assert report.ok and not report.warnings, report.describe_problems()
     assert report.get("TRN108").verdict is Verdict.PASS and report.get("TRN503").verdict is Verdict.PASS
+
+
+def test_an_epoch_end_hook_that_reads_the_trainer_is_not_a_failure(lightning_example: Any) -> None:
+    import lightning as L
+
+    class TrainerHook(L.LightningModule):
+        automatic_optimization = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = ex.MLP()
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            opt = self.optimizers()
+            x, y = batch
+            opt.zero_grad()
+            loss = F.cross_entropy(self.net(x), y)
+            self.manual_backward(loss)
+            opt.step()
+            return loss
+
+        def on_train_epoch_end(self) -> None:
+            if self.trainer.current_epoch % 2 == 0:  # needs Lightning's Trainer
+                self.lr_schedulers().step()
+
+        def configure_optimizers(self) -> Any:
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [opt], [torch.optim.lr_scheduler.StepLR(opt, 10)]
+
+    report = run_checks(Training.from_lightning(TrainerHook, train_dataloader=_loader()), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    result = report.get("TRN108")
+    assert result.verdict is Verdict.SKIP and "reads the Trainer" in result.message, result.describe()
+
+
+class NoForward(nn.Module):
+    """A LightningModule-shaped module that defines no forward(): training_step calls `self.net`."""
+
+    def __init__(self, net: Any = None) -> None:
+        super().__init__()
+        self.net = net() if net is not None else ex.MLP()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+def test_a_module_without_forward_is_clean_and_its_layers_are_judged() -> None:
+    report = run_checks(Training.from_lightning(NoForward, train_dataloader=_loader()), strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    assert "model `net`" in report.get("TRN403").message and report.get("TRN606").verdict is Verdict.PASS
+
+
+def test_a_module_without_forward_whose_network_mixes_samples_fails() -> None:
+    from pytest_traincheck.checks.view_as_permute import TransposeReshapeMLP
+
+    training = Training.from_lightning(lambda: NoForward(TransposeReshapeMLP), train_dataloader=_loader())
+    result = run_check("TRN403", prepare(training))
+    assert result.verdict is Verdict.FAIL and result.evidence["model"] == "net", result.describe()

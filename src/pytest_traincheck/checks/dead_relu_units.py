@@ -10,7 +10,7 @@ from torch import nn
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult, Verdict
 from pytest_traincheck.harness.activations import measure_relus
-from pytest_traincheck.harness.core import Harness
+from pytest_traincheck.harness.core import Harness, has_forward
 from pytest_traincheck.harness.parts import part_calls
 from pytest_traincheck.harness.record import WINDOW
 
@@ -34,7 +34,8 @@ class DeadReluUnits(Check):
     Records the output of every ReLU (module or functional form) on the fixed batch, at
     initialization and after 10 training steps, and counts the units that are zero for every sample.
 
-    A dict or list of models (a GAN) is measured model by model, each called with the arguments the
+    A dict or list of models (a GAN), or a model without its own forward() (a LightningModule that
+    calls `self.net` in training_step), is measured model by model (its direct submodules), each called with the arguments the
     user's step first gave it, at its initial weights and after the training steps.
 
     ## Why it matters
@@ -65,8 +66,10 @@ class DeadReluUnits(Check):
 
     def run(self, h: Harness) -> CheckResult:
         rec = h.record(STEPS)
-        if not rec.relus_start and rec.modules and issubclass(rec.modules[0][1], (nn.ModuleDict, nn.ModuleList)):
-            return self._each_model(h)
+        root = rec.modules[0][1] if rec.modules else None
+        if not rec.relus_start and root is not None and (issubclass(root, (nn.ModuleDict, nn.ModuleList))
+                                                         or not has_forward(root)):
+            return self._each_model(h)  # only the step knows how to call its models
         x = h.input_tensor()
         if len(x) < 2:
             return self.skipped("the fixed batch has one sample; dead units are judged over several samples")
@@ -94,7 +97,7 @@ class DeadReluUnits(Check):
                     with call.at_start():
                         start.extend(_named(call.name, measure_relus(call.module, call.call)))
         if not end:
-            return self.skipped("no model of the dict or list calls a ReLU (nn.ReLU, F.relu, torch.relu) on the "
+            return self.skipped("no model the step calls uses a ReLU (nn.ReLU, F.relu, torch.relu) on the "
                                 "batched tensors the step gives it")
         return self._verdict(start, end, min(samples), STEPS)
 

@@ -173,6 +173,9 @@ class SchedulerStepMisordered(Check):
         if plateau:
             return self.skipped(f"{_names(idle)} (ReduceLROnPlateau) was not advanced in {STEPS} calls: it is stepped "
                                 "with a metric, usually after validation, which this check does not run")
+        if lightning is not None and lightning.manual and lightning.hook_needs_trainer:
+            return self.skipped(f"{_names(idle)} was not advanced in {STEPS} calls, and on_train_epoch_end, which may "
+                                "step it, reads the Trainer (`self.trainer`), which traincheck does not build")
         if lightning is not None and lightning.manual:
             return self.failed(
                 f"in {STEPS} calls of training_step and an epoch end, {_names(idle)} never advanced: with manual "

@@ -11,7 +11,7 @@ from torch import nn
 from pytest_traincheck.harness import batch as tb
 from pytest_traincheck.harness import examples as ex
 from pytest_traincheck.harness.check import Check, CheckResult
-from pytest_traincheck.harness.core import Harness, call_user
+from pytest_traincheck.harness.core import Harness, call_user, has_forward
 from pytest_traincheck.harness.parts import is_several, part_calls
 
 LEAK = 1e-6  # relative gradient reaching other samples; float32 round-off stays far below
@@ -67,8 +67,10 @@ class ViewAsPermute(Check):
     In eval mode (so BatchNorm does not couple samples on purpose), differentiates the output of 3
     samples of the batch (first, middle, last) with respect to the whole input batch, and measures
     how much gradient reaches the other samples.
-    A dict or list of models (a GAN) is judged model by model, each called with the arguments the
-    user's step first gave it (the generator its noise, the discriminator its samples).
+    A dict or list of models (a GAN), or a model without its own forward() (a LightningModule that
+    calls `self.net` in training_step), is judged model by model (its direct submodules), each called
+    with the arguments the user's step first gave it (the generator its noise, the discriminator its
+    samples).
 
     ## Why it matters
     `x.view(batch, seq, ...)` where `x.transpose(0, 1)` was meant, or a reduction over the wrong
@@ -100,7 +102,7 @@ class ViewAsPermute(Check):
 
     def run(self, h: Harness) -> CheckResult:
         model = h.model().eval()  # BatchNorm legitimately mixes samples in train mode
-        if is_several(model):
+        if is_several(model) or not has_forward(model):  # only the step knows how to call its models
             return self._each_model(h)
         x = h.inputs()
         if not isinstance(x, torch.Tensor) or x.ndim == 0:
@@ -135,7 +137,9 @@ class ViewAsPermute(Check):
                 "`.permute()`/`.transpose()` to move axes and `.reshape()` only to merge them",
                 sample=i, other_sample=j, **facts)
         if judged:
-            return self.passed(f"each of {len(judged)} models ({', '.join(f'`{n}`' for n in judged)}): the outputs of "
+            which = f"model `{judged[0]}`" if len(judged) == 1 else \
+                f"each of {len(judged)} models ({', '.join(f'`{n}`' for n in judged)})"
+            return self.passed(f"{which}: the outputs of "
                                f"{min(PROBES, samples)} samples depend on their own inputs only, called as the step "
                                f"calls them (max relative leak {worst:.1e})", models=len(judged), **facts)
         return self.passed(f"{min(PROBES, samples)} samples' outputs depend on their own {where} only "
@@ -164,7 +168,7 @@ class ViewAsPermute(Check):
             if worst is None or leak[0] >= worst[0][0]:
                 worst = (leak, len(x))
         if worst is None:
-            return self.skipped("no model of the dict or list could be judged on what the step gave it: "
+            return self.skipped("no model the step calls could be judged on what the step gave it: "
                                 + ("; ".join(reasons) or "the step called none of them"))
         return self._verdict(worst[0], worst[1], judged=judged)
 

@@ -424,6 +424,8 @@ class Harness:
         if isinstance(model, (nn.ModuleDict, nn.ModuleList)):
             raise MissingField("the model is a dict or list of models (a GAN): only the step knows how to call "
                                "them, so checks that call the model themselves are skipped")
+        if not has_forward(model):
+            raise MissingField(NO_FORWARD)
         part = self.inputs(batch)
         if isinstance(part, collections.abc.Mapping):
             return call_user("the model's forward", lambda: model(**part))
@@ -552,6 +554,18 @@ class Harness:
 Optimizer = torch.optim.Optimizer
 SEVERAL_OPTIMIZERS = ("several optimizers with their own objectives (a GAN): the loss the step returns is not one "
                       "objective they all minimize, so one batch is not expected to be fit")
+
+
+NO_FORWARD = ("the model defines no forward() (a LightningModule that calls its layers in training_step): only the "
+              "step knows how to call it, so checks that call the model themselves are skipped")
+
+
+def has_forward(model: Any) -> bool:
+    """True when ``model``'s class (or ``model``, a class) defines forward() itself, not only a placeholder."""
+    for cls in (model if isinstance(model, type) else type(model)).__mro__:
+        if "forward" in vars(cls):
+            return cls is not nn.Module and not cls.__module__.startswith(("lightning.", "pytorch_lightning."))
+    return False
 
 
 def several_optimizers(training: Training) -> bool:

@@ -172,6 +172,7 @@ class _Loop:
 
     def __init__(self, manual: bool, epoch_steps: Optional[int]) -> None:
         self.manual, self.epoch_steps = manual, epoch_steps
+        self.hook_needs_trainer: Optional[str] = None  # why on_train_epoch_end could not run without a Trainer
 
     def position(self, step_index: int) -> tuple[int, int]:
         """Return (epoch, batch index within it) of the 0-based call ``step_index``."""
@@ -211,7 +212,12 @@ class _Loop:
     def end_epoch(self, module: Any, optimizer: Any, epoch: int = 0) -> None:
         """End training epoch ``epoch`` as Lightning does: on_train_epoch_end, then the "epoch" schedulers."""
         if _overrides(module, "on_train_epoch_end"):
-            module.on_train_epoch_end()
+            try:
+                module.on_train_epoch_end()
+            except RuntimeError as exc:  # `self.trainer` (callback_metrics, current_epoch): no Trainer here
+                if "attached to a `Trainer`" not in str(exc):
+                    raise
+                self.hook_needs_trainer = str(exc)
         if not self.manual:
             for config in _configs(optimizer):
                 if config.interval == "epoch":
