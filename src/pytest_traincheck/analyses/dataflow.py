@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 import libcst as cst
 
 from pytest_traincheck.lint.project import FileFacts
-from pytest_traincheck.lint.rule import Analysis, Rule, dotted_name, get_arg, param_names, self_attr
+from pytest_traincheck.lint.rule import Analysis, Rule, dotted_name, get_arg, is_false, param_names, self_attr
 from pytest_traincheck.lint.context import FileContext
 from pytest_traincheck.analyses.torch_vocabulary import (
     ACTIVATION_FUNCS,
@@ -455,15 +455,45 @@ def describe(value: Optional[Value]) -> str:
 
 
 class CallSites(cst.BatchableCSTVisitor):
-    """Record the calls of the file by name (``train(model)``, ``train.run(model)``) for the project pass."""
+    """Record the calls of the file by name (``train(model)``, ``train.run(model)``) for the project pass.
+
+    Each call also carries two marks about the calling function (see ``project.CallSite``): whether it
+    switched something to eval mode before the call, and whether it calls ``.train()`` anywhere.
+    """
 
     def __init__(self, context: FileContext, facts: "FileFacts") -> None:
         super().__init__()
         self.context = context
         self.flow = context.shared(Tracker)
         self.facts = facts
+        # per open function (the module body first): [switched to eval so far, calls .train(), its call sites]
+        self.modes: list[list[object]] = [[False, False, []]]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.modes.append([False, False, []])
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._close(self.modes.pop())
+
+    @staticmethod
+    def _close(mode: list[object]) -> None:
+        if mode[1]:
+            for args in mode[2]:  # type: ignore[union-attr]
+                args.append(["!train", "1"])
+
+    def _mode_switch(self, node: cst.Call) -> None:
+        func = node.func
+        if not isinstance(func, cst.Attribute) or self.context.qualname(func) is not None:
+            return
+        name = func.attr.value
+        mode = get_arg(node, "mode", 0) if name == "train" else None
+        if (name == "eval" and not node.args) or (mode is not None and is_false(mode.value)):
+            self.modes[-1][0] = True
+        elif name == "train" and len(node.args) <= 1:
+            self.modes[-1][1] = True
 
     def visit_Call(self, node: cst.Call) -> None:
+        self._mode_switch(node)
         written = dotted_name(node.func)
         if written is None:
             return
@@ -477,13 +507,24 @@ class CallSites(cst.BatchableCSTVisitor):
             if arg.star:
                 args.append(["*", "?"])
             elif arg.keyword is not None:
-                args.append([arg.keyword.value, describe(self.flow.evaluate(arg.value))])
+                args.append([arg.keyword.value, self._describe(arg.value)])
             else:
-                args.append([position, describe(self.flow.evaluate(arg.value))])
+                args.append([position, self._describe(arg.value)])
                 position += 1
+        if self.modes[-1][0]:
+            args.append(["!eval", "1"])
+        self.modes[-1][2].append(args)  # type: ignore[union-attr]
         self.facts.calls.append((written, qual, args))
 
+    def _describe(self, value: cst.BaseExpression) -> str:
+        if isinstance(value, cst.Name) and value.value == "self":
+            owner = self.flow.current_class()
+            if owner is not None and owner.is_module:
+                return f"instance:{owner.name}"  # the model passes itself: evaluate_model(self, loader)
+        return describe(self.flow.evaluate(value))
+
     def leave_Module(self, original_node: cst.Module) -> None:
+        self._close(self.modes[0])
         self.facts.functions = list(dict.fromkeys(self.flow.module_functions))
 
 

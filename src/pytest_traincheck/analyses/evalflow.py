@@ -99,6 +99,23 @@ def is_eval_context(expr: cst.BaseExpression) -> bool:
     return "eval" in name
 
 
+def is_mode_switch_name(name: str) -> bool:
+    """True for a call named like it switches a model's mode: ``set_eval``, ``eval_mode``, ``val_start``."""
+    tokens = [t for t in lowered(name).split("_") if t]
+    return "eval" in tokens or (any(t in ("start", "mode") for t in tokens)
+                                and any(t in ("val", "valid", "test", "eval", "inference") for t in tokens))
+
+
+def draws_eval_batch(call: cst.Call, context: FileContext) -> bool:
+    """True for ``next(iter(test_loader))``, ``next(enumerate(val_dl))``, ``test_iter.next()``: one evaluation batch."""
+    func = call.func
+    if isinstance(func, cst.Name) and func.value == "next" and call.args:
+        return is_eval_name(source_of(context, call.args[0].value))
+    if isinstance(func, cst.Attribute) and func.attr.value in ("next", "__next__") and not call.args:
+        return is_eval_name(source_of(context, func.value))
+    return False
+
+
 # -- the per-file train/eval flow ------------------------------------------------------
 
 FuncKey = tuple[str, str]  # (class name or "", function name)
@@ -117,6 +134,17 @@ class Loop:
         self.toggles = False  # a .train() runs inside
         self.callees: set[FuncKey] = set()
         self.model_calls: list[tuple[cst.Call, bool]] = []  # (call, under no_grad)
+
+
+class Block:
+    """An ``if`` statement inside a loop: where real code forwards a test batch every N training steps."""
+
+    def __init__(self, node: cst.If, loop: Loop) -> None:
+        self.node = node
+        self.loop = loop  # the innermost loop around it
+        self.training = False  # a backward() / optimizer step() runs inside
+        self.draw = False  # an evaluation batch was drawn in it so far
+        self.eval_calls: list[cst.Call] = []  # model calls on an evaluation batch (after a draw, or on ``test_x``)
 
 
 class CallSite:
@@ -147,6 +175,10 @@ class Scope:
         self.grad_mentions = False  # touches grad mode or requires_grad some other way
         self.calls: list[CallSite] = []
         self.model_calls: list[cst.Call] = []  # every call of a model-named callee (``model(x)``, ``net.forward(x)``)
+        self.no_grad_calls: list[cst.Call] = []  # the model calls made with gradients off
+        self.mode_calls = False  # calls something named like a mode switch (``model.val_start()``, ``set_eval``)
+        self.open_blocks: list[Block] = []
+        self.blocks: list[Block] = []
 
     def no_grad_node(self) -> Optional[cst.CSTNode]:
         """The innermost grad-disabling with-statement (or this def, if decorated) now open."""
@@ -172,6 +204,7 @@ class EvalFlow(Analysis):
         self._with_items: set[int] = set()
         self._training: dict[FuncKey, bool] = {}
         self._toggles: dict[FuncKey, bool] = {}
+        self._evaluates: dict[FuncKey, bool] = {}
 
     @property
     def scope(self) -> Scope:
@@ -220,6 +253,18 @@ class EvalFlow(Analysis):
         scope.open_loops.append(loop)
         scope.loops.append(loop)
 
+    def visit_If(self, node: cst.If) -> None:
+        scope = self.scope
+        if scope.open_loops:
+            block = Block(node, scope.open_loops[-1])
+            scope.open_blocks.append(block)
+            scope.blocks.append(block)
+
+    def leave_If(self, original_node: cst.If) -> None:
+        blocks = self.scope.open_blocks
+        if blocks and blocks[-1].node is original_node:
+            blocks.pop()
+
     def visit_With(self, node: cst.With) -> None:
         scope = self.scope
         scope.withs.append((node, grad_mode_of_all(self.context, (item.item for item in node.items)) == "off"))
@@ -244,19 +289,32 @@ class EvalFlow(Analysis):
             self._method_call(scope, node, name or "", receiver(node))
         elif isinstance(func, cst.Name):
             self._add_call(scope, ("", func.value))
+        if name and name not in ("eval", "train") and is_mode_switch_name(name):
+            scope.mode_calls = True
+        if scope.open_blocks and draws_eval_batch(node, self.context):
+            for block in scope.open_blocks:
+                block.draw = True
         callee = func.value if isinstance(func, cst.Attribute) and func.attr.value == "forward" else func
         if is_model_callee(callee) and self.context.qualname(callee) is None:
             if dotted_name(callee) != "self":
                 scope.model_calls.append(node)
             under = scope.no_grad_node() is not None
+            if under:
+                scope.no_grad_calls.append(node)
             for loop in scope.open_loops:
                 loop.model_calls.append((node, under))
+            on_eval = bool(node.args) and is_eval_name(source_of(self.context, node.args[0].value))
+            for block in scope.open_blocks:
+                if block.draw or on_eval:
+                    block.eval_calls.append(node)
 
     def _method_call(self, scope: Scope, node: cst.Call, name: str, recv: Optional[cst.BaseExpression]) -> None:
         if name == "backward" or (name == "step" and steps_an_optimizer(recv)):
             scope.training = True
             for loop in scope.open_loops:
                 loop.training = True
+            for block in scope.open_blocks:
+                block.training = True
         elif name == "eval" and not node.args:
             scope.evals.append(node)
         elif name == "train" and recv is not None:
@@ -296,6 +354,7 @@ class EvalFlow(Analysis):
                 self.callers.setdefault(site.key, []).append((scope, site))
         self._training = self._closure(lambda s: s.training)
         self._toggles = self._closure(lambda s: s.toggles)
+        self._evaluates = self._closure(lambda s: bool(s.evals or s.eval_context or s.mode_calls))
 
     def _closure(self, own) -> dict[FuncKey, bool]:  # type: ignore[no-untyped-def]
         result = {key: any(own(s) for s in scopes) for key, scopes in self.functions.items()}
@@ -314,6 +373,11 @@ class EvalFlow(Analysis):
     def restores_train(self, loop: Loop, skip: FuncKey) -> bool:
         """True if ``loop`` calls ``.train()`` (directly or in a function it calls other than ``skip``)."""
         return loop.toggles or any(self._toggles.get(key, False) for key in loop.callees if key != skip)
+
+    def switches_to_eval(self, scope: Scope) -> bool:
+        """True if ``scope`` may switch a model to eval mode: itself, or through a function of the file it calls."""
+        return bool(scope.evals or scope.eval_context or scope.mode_calls) or any(
+            self._evaluates.get(site.key, False) for site in scope.calls)
 
     def call_sites(self, key: FuncKey) -> Iterable[tuple[Scope, CallSite]]:
         """Every call of the function ``key`` in this file, with the calling scope."""

@@ -6,6 +6,8 @@ merges them (``ProjectFacts``) live in ``project``, which needs no parser.
 
 from __future__ import annotations
 
+import builtins
+import re
 from typing import Optional
 
 import libcst as cst
@@ -17,6 +19,7 @@ from pytest_traincheck.analyses.torch_vocabulary import (
     ACTIVATION_METHODS,
     ACTIVATION_MODULES,
     RECURRENT_LAYERS,
+    is_mode_dependent,
     is_module_subclass_base,
     strip_passthrough,
     sequential_layers,
@@ -72,6 +75,15 @@ def contains_recurrent(context: FileContext, expr: cst.BaseExpression) -> bool:
     return any(contains_recurrent(context, arg.value) for arg in expr.args)
 
 
+# Words naming a model handed to a class (``self.encoder = encoder``), and calls that never build a module.
+_MODEL_WORDS = frozenset({"model", "net", "network", "encoder", "decoder", "backbone", "module", "layers", "features",
+                          "classifier", "head", "body", "block", "blocks"})
+_BUILTIN_NAMES = frozenset(dir(builtins))
+_BUILTIN_CALLS = frozenset({"int", "float", "bool", "str", "len", "list", "dict", "tuple", "set", "range", "max",
+                            "min", "sum", "abs", "round", "getattr", "isinstance", "super", "zip", "sorted",
+                            "enumerate", "print", "hasattr", "type", "frozenset", "any", "all"})
+
+
 class FactsCollector(cst.BatchableCSTVisitor):
     """Collect ClassFacts for every top-level or nested class during the traversal."""
 
@@ -112,6 +124,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
                 if held and held[len("class:"):] not in facts.holds:
                     facts.holds.append(held[len("class:"):])
                 facts.recurrent = facts.recurrent or contains_recurrent(self.context, node.value)
+                facts.opaque = facts.opaque or self._opaque(node.value)
             elif self._in_forward and isinstance(target.target, cst.Name) and self._locals:
                 activation = activation_of(self.context, node.value, layers)
                 local_scope = self._locals[-1]
@@ -135,6 +148,34 @@ class FactsCollector(cst.BatchableCSTVisitor):
             layers[attr] = activation
         else:
             layers.pop(attr, None)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if not self._stack:
+            return
+        facts = self._stack[-1][0]
+        qual = self.context.qualname(node.func)
+        if is_mode_dependent(qual):
+            facts.modal = True
+        elif qual and qual.startswith("torch.nn.") and any(arg.star for arg in node.args):
+            facts.opaque = True  # nn.Sequential(*layers): built from a list made elsewhere
+        elif not facts.opaque and not (qual or "").startswith("torch."):
+            name = (dotted_name(node.func) or "").rsplit(".", 1)[-1]
+            if name[:1].isupper() and name not in _BUILTIN_NAMES and (qual or dotted_name(node.func)) not in facts.holds:
+                facts.opaque = True  # a class built inside a container or a method: not followed
+
+    def _opaque(self, value: cst.BaseExpression) -> bool:
+        """True if ``value`` may be a module of unknown make: a helper's result or a model handed in."""
+        if isinstance(value, cst.Name):
+            words = set(re.split(r"[^a-z]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", value.value).lower()))
+            return bool(words & _MODEL_WORDS) or value.value.lower().endswith(("net", "model"))
+        if not isinstance(value, cst.Call):
+            return False
+        name = dotted_name(value.func) or ""
+        qual = self.context.qualname(value.func) or ""
+        last = name.rsplit(".", 1)[-1]
+        if qual.startswith("torch.") or last[:1].isupper() or not last or name.startswith("self."):
+            return False  # torch's own, a class (kept in ``holds``) or a method of the class itself
+        return name not in _BUILTIN_CALLS
 
     def _user_class(self, value: cst.BaseExpression) -> Optional[str]:
         """Return ``class:Name`` when ``value`` builds an instance of a (non-torch) class."""

@@ -155,6 +155,27 @@ BATCHNORM_LAYERS = frozenset(
     {"torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm",
      "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d", "torch.nn.LazyBatchNorm3d"}
 )
+# Libraries whose ready-made models hold BatchNorm or dropout (ResNet, ViT, BERT...).
+_MODAL_LIBRARIES = ("torchvision.models.", "timm.", "transformers.")
+
+
+def is_mode_dependent(qual: Optional[str]) -> bool:
+    """True for a call that builds or applies something whose result depends on train/eval mode.
+
+    Dropout and BatchNorm layers (``nn.Dropout2d``, ``nn.SyncBatchNorm``), their functional forms
+    (``F.dropout``, ``F.batch_norm``) and models of the libraries that ship them (torchvision's, timm's).
+    """
+    if not qual:
+        return False
+    if qual.startswith(_MODAL_LIBRARIES):
+        return True
+    if not qual.startswith("torch.nn."):
+        return False
+    last = qual.rsplit(".", 1)[-1]
+    return "Dropout" in last or "BatchNorm" in last or last in ("dropout", "dropout1d", "dropout2d", "dropout3d",
+                                                                "alpha_dropout", "feature_alpha_dropout", "batch_norm")
+
+
 LINEAR_LAYERS = frozenset({"torch.nn.Linear", "torch.nn.LazyLinear"})
 # Where the ``bias`` argument sits positionally in each biased layer's constructor.
 BIAS_POSITION = {

@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pytest_traincheck.lint.engine import FileResult, Settings
 
 CACHE_DIR_NAME = ".traincheck_cache"
-# Bumped whenever an entry's layout changes (2: facts hold functions and call sites), so that
+# Bumped whenever an entry's layout changes (2: facts hold functions and call sites; 3: classes say whether
+# they depend on train/eval mode, call sites carry the caller's mode switches), so that
 # entries written by an older layout are never read back.
-SCHEMA = "2"
+SCHEMA = "3"
 
 
 @lru_cache(maxsize=1)

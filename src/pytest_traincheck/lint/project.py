@@ -40,12 +40,16 @@ class ClassFacts:
     recurrent: bool = False  # holds an nn.RNN / nn.LSTM / nn.GRU (or one of their cells)
     holds: list[str] = field(default_factory=list)  # user classes it keeps as submodules (``self.enc = Encoder()``)
     direct_module: bool = False  # a base is nn.Module (or Lightning's)
+    modal: bool = False  # builds or calls dropout / BatchNorm (its forward depends on train/eval mode)
+    opaque: bool = False  # keeps a submodule built by something unknown (``self.f = make_layers(cfg)``)
 
 
 # One call of a function by name: (callee as written, callee qualified through the imports or "",
 # the arguments as [position or keyword, what the caller knows it passes]). What is passed reads
 # ``instance:<class>``, ``seq:<last layer>``, ``module:<torch class>``, ``param:<func>:<index>:<name>``
-# (the caller's own parameter) or ``?``; a ``*args``/``**kwargs`` argument has the key ``*``.
+# (the caller's own parameter) or ``?``; a ``*args``/``**kwargs`` argument has the key ``*``. Two marks
+# about the calling function follow the arguments: ``["!eval", "1"]`` when it switched something to eval mode
+# before the call, ``["!train", "1"]`` when it calls ``.train()`` somewhere.
 CallSite = tuple[str, str, list[list[object]]]
 
 # What a torch module class computes when called, for an argument that is one (or a Sequential ending in one).
@@ -149,6 +153,28 @@ class ProjectFacts:
         return any(c.recurrent or any(self.recurrent(other, p, seen) for other in (*c.bases, *c.holds))
                    for p, c in self._candidates(name, path))
 
+    def modal(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if some class of that name (or a base or submodule of it) has dropout or BatchNorm."""
+        seen = _seen if _seen is not None else set()
+        if name in seen:
+            return False
+        seen.add(name)
+        return any(c.modal or any(self.modal(other, p, seen) for other in (*c.bases, *c.holds))
+                   for p, c in self._candidates(name, path))
+
+    def nonmodal(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if the run defines that class and provably nothing in it depends on train/eval mode."""
+        seen = _seen if _seen is not None else set()
+        if name in seen:
+            return True  # a cycle adds nothing new
+        seen.add(name)
+        found = self._candidates(name, path)
+        return bool(found) and all(
+            not c.modal and not c.opaque
+            and all(self.nonmodal(other, p, seen) for other in c.holds)
+            and all(b.startswith("torch.") or self.nonmodal(b, p, seen) for b in c.bases)
+            for p, c in found)
+
     def holds(self, condition: Condition, path: str) -> bool:
         """Settle a deferred finding's condition, for a finding in the file ``path``."""
         if condition.kind == "returns":
@@ -163,6 +189,10 @@ class ProjectFacts:
             from pytest_traincheck.analyses.torch_table import installed_has
 
             return not installed_has(condition.name, condition.value)
+        if condition.kind == "modal":
+            return self.is_module(condition.name, path) and self.modal(condition.name, path)
+        if condition.kind == "maybe-modal":
+            return not self.nonmodal(condition.name, path)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
 
 
@@ -197,7 +227,11 @@ class ProjectFacts:
         """True if every call of ``func`` (of ``path``) passes what ``requirements`` ask, and one exists.
 
         ``requirements`` are ``;``-separated ``<index>:<name>=<want>``, ``want`` being ``returns:<activation>``
-        (a model whose forward returns it) or ``module:<class>|<class>`` (an instance of one of these torch classes).
+        (a model whose forward returns it), ``module:<class>|<class>`` (an instance of one of these torch classes),
+        ``modal`` (an instance of a user class with dropout or BatchNorm; of a class the run does not define, when
+        the caller switches it with ``.train()``), ``maybe`` (anything but an instance of a class of the run
+        provably without them) or ``any``; and ``!eval``: no caller switched a model to eval
+        mode before the call (followed up the callers of callers that pass their own parameter on).
         """
         key = (_norm(path), func, requirements)
         if key in seen or len(seen) > 20:  # a recursive function, or a very long chain of callers
@@ -213,22 +247,39 @@ class ProjectFacts:
                      seen: set[tuple[str, str, str]]) -> bool:
         if any(k == "*" for k, _ in args):
             return False
+        marks = {str(k) for k, _ in args if str(k).startswith("!")}
+        no_eval = "!eval" in requirements.split(";")
+        if no_eval and "!eval" in marks:
+            return False
         for requirement in requirements.split(";"):
+            if requirement.startswith("!"):
+                continue
             param, _, want = requirement.partition("=")
             index, _, name = param.partition(":")
             passed = next((str(d) for k, d in args if k == name), None)
             if passed is None and index.isdigit():
                 passed = next((str(d) for k, d in args if k == int(index)), None)
-            if passed is None or not self._passes(passed, want, caller, seen):
+            if passed is None or not self._passes(passed, want, caller, seen, marks, no_eval):
                 return False
         return True
 
-    def _passes(self, passed: str, want: str, caller: str, seen: set[tuple[str, str, str]]) -> bool:
+    def _passes(self, passed: str, want: str, caller: str, seen: set[tuple[str, str, str]],
+                marks: frozenset[str] | set[str] = frozenset(), no_eval: bool = False) -> bool:
         kind, _, detail = passed.partition(":")
         wanted, _, what = want.partition(":")
         if kind == "param":
             func, _, param = detail.partition(":")
-            return self.param_holds(func, f"{param}={want}", caller, seen)
+            return self.param_holds(func, f"{param}={want}" + (";!eval" if no_eval else ""), caller, seen)
+        if wanted == "any":
+            return True
+        if wanted == "maybe":  # anything but a class of the run provably without dropout and BatchNorm
+            return kind != "instance" or not self.nonmodal(detail, caller)
+        if wanted == "modal":
+            if kind != "instance":
+                return False
+            if self._candidates(detail, caller):
+                return self.is_module(detail, caller) and self.modal(detail, caller)
+            return "!train" in marks  # a class from outside the run that the caller switches between modes
         if wanted == "returns":
             if kind == "instance":
                 return self.is_module(detail, caller) and self.returns(detail, caller, what)
