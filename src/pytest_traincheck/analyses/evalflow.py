@@ -132,6 +132,7 @@ class Loop:
         self.no_grad = no_grad  # the innermost grad-disabling with/def around the loop, if any
         self.training = False  # a backward() / optimizer step() runs inside
         self.toggles = False  # a .train() runs inside
+        self.evals: list[cst.Call] = []  # .eval() / .train(False) calls inside
         self.callees: set[FuncKey] = set()
         self.model_calls: list[tuple[cst.Call, bool]] = []  # (call, under no_grad)
 
@@ -317,10 +318,14 @@ class EvalFlow(Analysis):
                 block.training = True
         elif name == "eval" and not node.args:
             scope.evals.append(node)
+            for loop in scope.open_loops:
+                loop.evals.append(node)
         elif name == "train" and recv is not None:
             mode = get_arg(node, "mode", 0)
             if mode is not None and is_false(mode.value):
                 scope.evals.append(node)
+                for loop in scope.open_loops:
+                    loop.evals.append(node)
             elif len(node.args) <= 1:
                 scope.toggles = True
                 for loop in scope.open_loops:

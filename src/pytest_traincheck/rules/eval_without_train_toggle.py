@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_traincheck.analyses.evalflow import EvalFlow, EvalFlowRule
-from pytest_traincheck.lint.rule import Invalid, Valid
+import libcst as cst
+
+from pytest_traincheck.analyses.evalflow import EvalFlow, EvalFlowRule, Scope
+from pytest_traincheck.lint.rule import Invalid, Valid, dotted_name
 
 _TRAIN_LOOP = """
             for epoch in range(epochs):
@@ -14,6 +16,11 @@ _TRAIN_LOOP = """
                     optimizer.step()
                 print(check_accuracy(test_loader, model))
             """
+
+
+_INLINE = ("The model is switched to eval mode inside the training loop and this loop never switches it back, so "
+           "from the next iteration on it trains in eval mode (dropout off, BatchNorm frozen): call `model.train()` "
+           "at the start of each epoch.")
 
 
 class EvalWithoutTrainToggle(EvalFlowRule):
@@ -28,6 +35,10 @@ class EvalWithoutTrainToggle(EvalFlowRule):
     model back itself: `model.train()` anywhere in the loop, or a helper it
     calls that does (pytorch/examples' `train()` starts with `model.train()`).
     The finding is at the `.eval()` call.
+
+    It also flags `model.eval()` written inline in a loop that trains that
+    model (the epoch loop: train, then `model.eval()` and a test loop) when
+    nothing in that loop calls `.train()` again.
 
     ## Why is this bad?
     `eval()` is a mode switch, not a scope: after the evaluation function
@@ -171,6 +182,29 @@ class EvalWithoutTrainToggle(EvalFlowRule):
             for x, y in loader:
                 train_step(model, x, y)
             """),
+        # Inline eval() in the epoch loop, undone at the top of the next epoch.
+        Valid("""
+            import torch
+
+            for epoch in range(epochs):
+                model.train()
+                for x, y in train_loader:
+                    criterion(model(x), y).backward()
+                    optimizer.step()
+                model.eval()
+                for x, y in test_loader:
+                    correct += (model(x).argmax(1) == y).sum()
+            """),
+        # Freezing one BatchNorm layer inside the loop on purpose.
+        Valid("""
+            import torch
+
+            model.train()
+            for x, y in train_loader:
+                model.backbone.bn1.eval()
+                criterion(model(x), y).backward()
+                optimizer.step()
+            """),
     ]
     INVALID = [
         # The seed's check_accuracy without the final model.train().
@@ -221,6 +255,21 @@ class EvalWithoutTrainToggle(EvalFlowRule):
                         self.train_epoch()
                         self.evaluate()
             """, line=9, column=9),
+        # eval() inline in the epoch loop; the next epoch trains the Dropout model in eval mode.
+        Invalid("""
+            import torch.nn as nn
+
+            model = nn.Sequential(nn.Linear(784, 400), nn.Dropout(0.5), nn.Linear(400, 10))
+            for epoch in range(epochs):
+                for img, label in train_loader:
+                    loss = criterion(model(img), label)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                model.eval()
+                for img, label in test_loader:
+                    eval_loss += criterion(model(img), label).item()
+            """, line=10, column=5),
     ]
 
     def check(self, flow: EvalFlow) -> None:
@@ -230,6 +279,22 @@ class EvalWithoutTrainToggle(EvalFlowRule):
                 continue
             if any(self._spoils_training(flow, site.loops, key) for _, site in flow.call_sites(key)):
                 self.report(scope.evals[0])
+        for scope in flow.done:
+            for call in scope.evals:
+                self._inline(flow, scope, call)
+
+    def _inline(self, flow: EvalFlow, scope: Scope, call: cst.Call) -> None:
+        """Flag ``model.eval()`` written in a training loop (the epoch loop) that never calls ``.train()``."""
+        around = [loop for loop in scope.loops if any(e is call for e in loop.evals)]
+        training = [loop for loop in around if flow.trains(loop)]
+        if not training:
+            return
+        loop = training[-1]  # the innermost loop whose next steps run after this eval()
+        model = dotted_name(call.func.value) if isinstance(call.func, cst.Attribute) else None
+        called = {dotted_name(c.func) for c, _ in loop.model_calls}
+        if model is None or model not in called or flow.restores_train(loop, ("", "")):
+            return
+        self.report(call, _INLINE)
 
     @staticmethod
     def _spoils_training(flow: EvalFlow, loops: tuple, key: tuple[str, str]) -> bool:  # type: ignore[type-arg]
