@@ -7,8 +7,9 @@ Run by hand, not in CI (it takes minutes):
 
 A crash is a TRN001 finding (a rule raised; the engine kept the other rules'
 findings) or an exception escaping the engine. Generated hostile cases run
-first: expression chains from 100 to 30,000 deep (each must cost its file one
-finding, never the run or a worker), and CRLF, latin-1 and BOM files whose fix
+first: expression chains from 100 to 30,000 deep, `and` chains and dotted
+imports among them, in a parallel run and a one-job run (each must cost its
+file one finding, never the run or a worker), and CRLF, latin-1 and BOM files whose fix
 must keep their bytes' encoding. With `--fix`, every fixed file
 must re-parse, a second `--fix` must change nothing, and only the lines of the
 fixed findings may change.
@@ -106,6 +107,10 @@ _CHAINS = {
     "not": lambda n: "import torch\nx = " + "not \\\n" * n + "a\n",
     "call": lambda n: "import torch\nx = f" + "()" * min(n, 5000) + "\n",
     "string": lambda n: "import torch\nx = (" + "\n".join(['"a"'] * n) + ")\n",
+    # One flat node for CPython, n nested ones for libcst (whose native parser crashed on 9,000).
+    "and": lambda n: "import torch\nx = (a\n" + " and a\n" * n + ")\n",
+    "import": lambda n: "import torch\nimport " + ".".join(["a"] * min(n, 9000)) + "\n",
+    "from": lambda n: "import torch\nfrom " + ".".join(["a"] * min(n, 9000)) + " import b\n",
 }
 _ENCODED = {
     "crlf": ("import torch\r\ntorch.nn.utils.clip_grad_norm(m.parameters(), 1.0)\r\n").encode(),
@@ -129,16 +134,17 @@ def hostile_cases(jobs: int) -> list[str]:
         for i in range(4):
             (Path(tmp) / f"good{i}.py").write_text(_GOOD)
             files.append((Path(tmp) / f"good{i}.py", f"good{i}.py"))
-        try:
-            results = engine.run_files(files, settings, jobs=max(jobs, 2))
-        except Exception:
-            return [f"deep nesting: the run raised\n{traceback.format_exc()}"]
-        for result in results:
-            codes = [f.code for f in result.findings]
-            if result.path.startswith("good") and codes != ["TRN901"]:
-                problems.append(f"{result.path}: expected one TRN901, got {codes}")
-            elif not result.path.startswith("good") and len(codes) > 1:
-                problems.append(f"{result.path}: {len(codes)} findings for one deep file: {codes}")
+        for label, workers in (("parallel", max(jobs, 2)), ("-j1", 1)):  # the command line isolates -j1 too
+            try:
+                results = engine.run_files(files, settings, jobs=workers, isolate=True)
+            except Exception:
+                return [f"deep nesting ({label}): the run raised\n{traceback.format_exc()}"]
+            for result in results:
+                codes = [f.code for f in result.findings]
+                if result.path.startswith("good") and codes != ["TRN901"]:
+                    problems.append(f"{label} {result.path}: expected one TRN901, got {codes}")
+                elif not result.path.startswith("good") and len(codes) > 1:
+                    problems.append(f"{label} {result.path}: {len(codes)} findings for one deep file: {codes}")
     fix = engine.Settings(settings.codes, fix=True)
     for kind, data in _ENCODED.items():
         result = engine.lint_bytes(f"{kind}.py", data, fix)

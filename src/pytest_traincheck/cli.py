@@ -141,7 +141,8 @@ def _run_lint(args: argparse.Namespace) -> int:
         cache_dir = None  # the default cache folder links elsewhere: not ours to write into unless named
     unwritten = False
     summary, results, by_name = engine.lint_paths(paths, config, fix=args.fix or args.diff,  # type: ignore[arg-type]
-                                                  unsafe_fixes=args.unsafe_fixes, jobs=jobs, cache_dir=cache_dir)
+                                                  unsafe_fixes=args.unsafe_fixes, jobs=jobs, cache_dir=cache_dir,
+                                                  isolate=True)  # a parser crash costs one file, at -j1 too
     for result in results:
         if result.fixed_source is None:
             continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,42 @@ def test_an_unreadable_folder_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
     found = sorted((Path(f.path).name, f.code) for f in summary.findings)
     assert found == [("good.py", "TRN901"), ("locked", "TRN000")], found
     assert any("Permission denied" in f.message for f in summary.findings)
+
+
+@pytest.mark.parametrize("kind", ["and", "import", "from"])
+def test_chains_flat_for_cpython_but_deep_for_libcst_cost_one_finding_at_j1(tmp_path: Path, kind: str) -> None:
+    # CPython keeps these shallow (one BoolOp, one dotted name); libcst nests them once per
+    # operator or dot, and its native parser overflowed its stack (SIGSEGV) on 9,000 of them.
+    body = {"and": "import torch\nx = (a\n" + " and a\n" * 9000 + ")\n",
+            "import": "import torch\nimport " + ".".join(["a"] * 9000) + "\n",
+            "from": "import torch\nfrom " + ".".join(["a"] * 9000) + " import b\n"}[kind]
+    (tmp_path / "deep.py").write_text(body)
+    (tmp_path / "good.py").write_text(GOOD)
+    proc = lint("-j1", "deep.py", "good.py", cwd=tmp_path, timeout=240)
+    assert codes_by_file(proc.stdout) == {"deep.py": ["TRN000"], "good.py": ["TRN901"]}, proc.stdout + proc.stderr
+    assert "nested more than" in proc.stdout
+
+
+def test_a_short_boolean_chain_is_still_linted() -> None:
+    tree = __import__("ast").parse("x = a and b and c\nimport torch.nn.functional\n")
+    assert analysis.ast_depth(tree, analysis.MAX_DEPTH) < 10
+
+
+# Switches the nesting bound off in the command line's process, so that libcst's native parser
+# overflows its stack on crash.py: the one-job run must lose that file only.
+UNBOUNDED = ("import sys\nfrom pytest_traincheck.lint import analysis\nanalysis.MAX_DEPTH = 10**9\n"
+             "analysis.cpython_problem = lambda path, data: (None, None)\n"
+             "from pytest_traincheck.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def test_a_native_parser_crash_at_j1_costs_its_file_only(tmp_path: Path) -> None:
+    (tmp_path / "crash.py").write_text("import torch\nx = " + "not \\\n" * 30000 + "a\n")
+    (tmp_path / "good.py").write_text(GOOD)
+    (tmp_path / "unbounded.py").write_text(UNBOUNDED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(engine.__file__).parents[2]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "unbounded.py", "lint", "--no-cache", "--isolated", "-j1", "crash.py",
+                           "good.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-500:])
+    assert codes_by_file(proc.stdout) == {"crash.py": ["TRN000"], "good.py": ["TRN901"]}, proc.stdout
+    assert "the parser crashed on this file" in proc.stdout

@@ -142,24 +142,49 @@ def _cpython_finding(path: str, exc: SyntaxError) -> Finding:
 
 
 def ast_depth(tree: ast.AST, limit: int) -> int:
-    """Return how deep ``tree`` nests (without recursing), stopping once past ``limit``."""
+    """Return how deep libcst will nest ``tree`` (without recursing), stopping once past ``limit``.
+
+    Counted as libcst builds them, not as CPython does: `a and b and c` is one flat `BoolOp` for
+    CPython but a chain of binary operations for libcst, and `import a.b.c` a chain of attributes;
+    9,000 of either crash libcst's native parser (SIGSEGV) while CPython's tree stays shallow.
+    """
     # Level by level: no tuple per node, and ``_fields`` read directly (ast.iter_child_nodes is a
     # generator over a generator, three times slower on large files).
-    node_type, list_type = ast.AST, list
+    node_type, list_type, boolean, imports = ast.AST, list, ast.BoolOp, (ast.Import, ast.ImportFrom)
     level: list[ast.AST] = [tree]
-    depth = 0
-    while level and depth <= limit:
+    depth = deepest = 0
+    extra_below: dict[int, int] = {}  # nesting libcst adds above a node (inside boolean chains), by id
+    while level and deepest <= limit:
         depth += 1
+        deepest = max(deepest, depth)
         below: list[ast.AST] = []
         for node in level:
+            extra = extra_below.get(id(node), 0) if extra_below else 0
+            if isinstance(node, boolean):
+                extra += len(node.values) - 2  # n operands: n - 1 nested operations, one is this level
+            elif isinstance(node, imports):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                deepest = max(deepest, depth + extra + max(name.count(".") for name in names))
+            if extra > 0:
+                deepest = max(deepest, depth + extra)
+            first = len(below)
             for name in node._fields:
                 value = getattr(node, name, None)
                 if isinstance(value, node_type):
                     below.append(value)
                 elif isinstance(value, list_type):
                     below.extend(item for item in value if isinstance(item, node_type))
+            if extra > 0:  # not to the shared singleton leaves (`Load`, `And`): other places use them too
+                for child in below[first:]:
+                    if not isinstance(child, _SINGLETONS):
+                        extra_below[id(child)] = extra
+                    else:  # a leaf: its depth is known now
+                        deepest = max(deepest, depth + 1 + extra)
         level = below
-    return depth
+    return deepest
+
+
+_SINGLETONS = (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)
 
 
 def _longest_statement(data: bytes) -> int:

@@ -142,9 +142,13 @@ def settings_from(config: LintConfig, *, fix: bool = False, unsafe_fixes: bool =
 
 
 def run_files(
-    files: Sequence[tuple[Path, str]], settings: Settings, jobs: int = 1
+    files: Sequence[tuple[Path, str]], settings: Settings, jobs: int = 1, isolate: bool = False
 ) -> list[FileResult]:
-    """Lint ``(path, shown name)`` pairs, in worker processes when it pays off."""
+    """Lint ``(path, shown name)`` pairs, in worker processes when it pays off.
+
+    ``isolate``: never parse in this process, even for one job or one file, so that a native
+    crash of the parser costs its file, not the run (the command line; not the in-memory API).
+    """
     results: dict[int, FileResult] = {}
     if settings.cache_dir is not None and not settings.fix:
         # Answer cache hits here: a warm run then starts no worker process at all, and the
@@ -154,7 +158,7 @@ def run_files(
             if hit is not None:
                 results[index] = hit
     misses = [i for i in range(len(files)) if i not in results]
-    for index, result in zip(misses, _run_uncached([files[i] for i in misses], settings, jobs)):
+    for index, result in zip(misses, _run_uncached([files[i] for i in misses], settings, jobs, isolate)):
         results[index] = result
     return [results[i] for i in range(len(files))]
 
@@ -169,11 +173,14 @@ def _cached(path: Path, shown: str, settings: Settings) -> Optional[FileResult]:
     return cache.load(Path(settings.cache_dir or "."), cache.entry_key(shown, data, settings))
 
 
-def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int) -> list[FileResult]:
+def _run_uncached(files: Sequence[tuple[Path, str]], settings: Settings, jobs: int,
+                  isolate: bool = False) -> list[FileResult]:
     work = [(path, shown, settings) for path, shown in files]
     jobs = min(jobs, default_jobs())  # more workers than usable CPUs only add memory and switching
     if jobs > 1 and len(work) > 2:
         return _run_pool(work, jobs)
+    if isolate and work:  # one worker process: the pool survives a parser that kills it
+        return _run_pool(work, 1)
     return [_worker(item) for item in work]
 
 
@@ -247,12 +254,13 @@ def default_jobs() -> int:
 
 
 def lint_paths(paths: Sequence[Path], config: LintConfig, *, fix: bool = False, unsafe_fixes: bool = False,
-               jobs: int = 1, cache_dir: Optional[Path] = None) -> tuple[LintSummary, list[FileResult], dict[str, Path]]:
+               jobs: int = 1, cache_dir: Optional[Path] = None,
+               isolate: bool = False) -> tuple[LintSummary, list[FileResult], dict[str, Path]]:
     """Lint files and folders; return the summary, per-file results and each shown name's path."""
     settings = settings_from(config, fix=fix, unsafe_fixes=unsafe_fixes, cache_dir=cache_dir)
     problems: list[tuple[Path, str]] = []
     files = collect_files(paths, config, problems)
-    results = run_files(files, settings, jobs)
+    results = run_files(files, settings, jobs, isolate)
     for path, why in problems:  # a missing path or an unreadable folder: reported, the rest still linted
         shown = display_path(path)
         results.append(FileResult(shown, findings=[syntax_finding(shown, 1, 1, why)]))
