@@ -128,18 +128,25 @@ def test_warm_run_never_imports_libcst_or_the_rules(tmp_path: Path) -> None:
     (tmp_path / "util.py").write_text("def add(a, b):\n    return a + b\n")
     probe = (
         "import sys\n"
+        "import concurrent.futures as futures\n"
+        "pools = []\n"
+        "class Pool(futures.ProcessPoolExecutor):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        pools.append(1)\n"
+        "        super().__init__(*args, **kwargs)\n"
+        "futures.ProcessPoolExecutor = Pool\n"
         "from pytest_traincheck.cli import main\n"
         "code = main(['lint', '.', '--isolated', '-q', '--jobs', '1'])\n"
         "loaded = sorted(m for m in sys.modules if m == 'libcst' or m.startswith('pytest_traincheck.rules.')"
         " and m.rsplit('.', 1)[1] not in ('engine', 'cache', 'manifest', 'project', 'discovery'))\n"
-        "print(code, ','.join(loaded))\n"
+        "print(code, len(pools), ','.join(loaded))\n"
     )
     runs = [subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
             for _ in range(2)]
     cold, warm = (run.stdout.split("\n")[-2].split(" ") for run in runs)
     assert cold[0] == warm[0] == "1"  # the missing zero_grad is reported both times
-    assert "libcst" in cold[1]  # the cold run did parse
-    assert warm[1:] == [""], warm
+    assert cold[1] == "1" and cold[2:] == [""]  # the cold run parsed, in a worker process (even at -j1)
+    assert warm[1:] == ["0", ""], warm  # the warm one started no worker and loaded no parser
 
 
 _NUMPY_VIEW = """\
