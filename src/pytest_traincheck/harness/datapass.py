@@ -11,7 +11,9 @@ record cannot answer (it needs more batches, or a field that was not kept) recor
 fresh pass far enough for every request seen so far; a request for inputs beyond the head
 is drawn fresh and not recorded. The iterator is dropped after each recording, as `draw`
 does, so DataLoader workers never outlive a check and a persistent-worker loader is never
-iterated from two places at once.
+iterated from two places at once. A record lives as long as the prepared setup (the
+session): what it keeps is bounded like a draw (`data.MAX_BYTES` of targets, and of the
+training inputs of the head), plus 16 bytes of hash per sample.
 """
 
 from __future__ import annotations
@@ -172,7 +174,9 @@ class Pass:
             y = None  # a 0-d target, or beyond what a targets request keeps: a fresh draw answers that
         elif y is not None:
             y = y.detach().cpu()
-        keep_x = index < HEAD_BATCHES and before < HEAD_SAMPLES and both_kept < _data.MAX_BYTES and y is not None
+        # Only TRN402 reads inputs, and only of the training data: evaluation inputs are never kept.
+        keep_x = (self.where == "data" and index < HEAD_BATCHES and before < HEAD_SAMPLES
+                  and both_kept < _data.MAX_BYTES and y is not None)
         return _Batch(len(x), hashes, x.detach().cpu() if keep_x else None, y, missing)
 
 
