@@ -354,3 +354,22 @@ def test_a_module_without_forward_whose_network_mixes_samples_fails() -> None:
     training = Training.from_lightning(lambda: NoForward(TransposeReshapeMLP), train_dataloader=_loader())
     result = run_check("TRN403", prepare(training))
     assert result.verdict is Verdict.FAIL and result.evidence["model"] == "net", result.describe()
+
+
+def test_accumulate_is_lightning_s_accumulate_grad_batches() -> None:
+    # 4 batches per epoch, 2 per update; Lightning counts a "step" scheduler's frequency (2) in batches, so
+    # it halves the rate at every update.
+    training = Training.from_lightning(lambda: Scheduled("step every 2"), train_dataloader=_loader(), accumulate=2)
+    report = run_checks(training, strict=True)
+    assert report.ok and not report.warnings, report.describe_problems()
+    assert report.get("TRN101").verdict is Verdict.PASS and report.get("TRN108").verdict is Verdict.PASS
+    from pytest_traincheck.harness.core import Harness, SetupData
+
+    h = Harness(SetupData.load(training, 0))
+    with h.session() as s:
+        lrs = []
+        for _ in range(4):  # one update per session step (2 calls each)
+            s.step()
+            lrs.append(s.optimizer.param_groups[0]["lr"])
+        assert len(s.trace.steps) == 4
+    assert lrs == [0.25, 0.125, 0.0625, 0.03125]

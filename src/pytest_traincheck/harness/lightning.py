@@ -4,13 +4,15 @@
 Lightning's loop calls them: for automatic optimization the adapter zeroes the
 gradients, calls `training_step`, runs backward on the loss it returns, steps the
 optimizer and then the schedulers whose interval is "step" (each `frequency`
-batches); every `len(train_dataloader)` calls an epoch ends: `on_train_epoch_end`
-runs, then the schedulers whose interval is "epoch" (the default). For manual
-optimization (`self.automatic_optimization = False`, a GAN) `training_step` does
-all of that itself through `self.optimizers()`, `self.manual_backward()` and
+batches; with `accumulate=k`, as Lightning's `accumulate_grad_batches`, the loss
+is divided by k and the optimizer steps every k batches); every
+`len(train_dataloader)` calls an epoch ends: `on_train_epoch_end` runs, then the
+schedulers whose interval is "epoch" (the default). For manual optimization
+(`self.automatic_optimization = False`, a GAN) `training_step` does all of that
+itself through `self.optimizers()`, `self.manual_backward()` and
 `self.lr_schedulers()`, which the adapter answers, and Lightning steps no
-scheduler itself (`on_train_epoch_end` still runs at each epoch end). Lightning is never imported:
-any module with these methods works.
+scheduler itself (`on_train_epoch_end` still runs at each epoch end). Lightning
+is never imported: any module with these methods works.
 """
 
 from __future__ import annotations
@@ -170,8 +172,8 @@ class _Loop:
     with manual optimization Lightning steps no scheduler, so neither does the adapter.
     """
 
-    def __init__(self, manual: bool, epoch_steps: Optional[int]) -> None:
-        self.manual, self.epoch_steps = manual, epoch_steps
+    def __init__(self, manual: bool, epoch_steps: Optional[int], accumulate: int = 1) -> None:
+        self.manual, self.epoch_steps, self.accumulate = manual, epoch_steps, accumulate
         self.hook_needs_trainer: Optional[str] = None  # why on_train_epoch_end could not run without a Trainer
 
     def position(self, step_index: int) -> tuple[int, int]:
@@ -186,13 +188,17 @@ class _Loop:
             raise SetupError("configure_optimizers() returned several optimizers: Lightning needs "
                              "`self.automatic_optimization = False` (manual optimization) for that")
         epoch, batch_idx = self.position(step_index)
-        optimizer.zero_grad()
+        k = self.accumulate  # Lightning's accumulate_grad_batches: `Training.from_lightning(..., accumulate=k)`
+        last_of_epoch = bool(self.epoch_steps) and batch_idx == (self.epoch_steps or 0) - 1
+        if batch_idx % k == 0:  # the first batch of an accumulation window
+            optimizer.zero_grad()
         loss = _loss(module.training_step(batch, batch_idx))
-        loss.backward()
-        optimizer.step()
-        for config in _configs(optimizer):
-            if config.interval == "step":
-                config.advance(module, batch_idx)
+        (loss / k if k > 1 else loss).backward()
+        if (batch_idx + 1) % k == 0 or last_of_epoch:  # an epoch's end steps a partial window too
+            optimizer.step()
+            for config in _configs(optimizer):
+                if config.interval == "step":
+                    config.advance(module, batch_idx)  # Lightning counts `frequency` in batches, not updates
         self._epoch_boundary(module, optimizer, step_index)
         return loss
 
@@ -259,7 +265,7 @@ def from_lightning(module_factory: Callable[[], Any], *, datamodule: Any = None,
     manual = getattr(probe, "automatic_optimization", True) is False
     validates = _overrides(probe, "validation_step") and val_dataloader is not None
     fields.setdefault("scheduler", _schedulers)
-    loop = _Loop(manual, _length(train_dataloader))
+    loop = _Loop(manual, _length(train_dataloader), fields.get("accumulate", 1))
     return Training(name=name or type(probe).__name__, model=module_factory, optimizer=_configure,
                     data=train_dataloader, eval_data=val_dataloader if validates else None,
                     step=loop.manual_step if manual else loop.automatic,
