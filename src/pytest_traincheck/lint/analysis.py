@@ -375,7 +375,7 @@ def analyse(path: str, data: bytes, settings: Settings) -> tuple[FileResult, Opt
     for failure in failures:
         result.internal_error = True
         result.findings.append(Finding(path, 1, 1, 1, 1, "TRN001", f"internal error: {failure}"))
-    noqa = parse_noqa(text)
+    noqa = parse_noqa(text) if context.raw else {}  # most files have nothing to suppress: skip the tokenizer
     ignored = _file_ignores(settings, path)
     kept: list[RawFinding] = []
     for raw in context.raw:
