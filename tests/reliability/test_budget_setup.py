@@ -11,17 +11,17 @@ torch = pytest.importorskip("torch")
 
 from pytest_traincheck.harness import examples as ex  # noqa: E402
 from pytest_traincheck.harness.check import Verdict  # noqa: E402
-from pytest_traincheck.harness.runner import Runner, prepare  # noqa: E402
+from pytest_traincheck.harness.runner import Runner, prepare, run_check  # noqa: E402
 
 pytest_plugins = ["pytester"]
 
-BUDGET = 0.2  # the SIGALRM backstop fires at the budget + 2 s: each hang below costs about 2 s
+BUDGET = 1.0  # the SIGALRM backstop fires at the budget + 2 s: each hang below costs about 3 s
 CODES = ["TRN601", "TRN101", "TRN604", "TRN503"]
 
 
 @pytest.fixture(autouse=True)
 def _warm() -> None:
-    """Import what the first optimizer imports lazily (torch._dynamo), so that preparing fits 0.2 s."""
+    """Import what the first optimizer imports lazily (torch._dynamo), so that preparing fits the budget."""
     prepare(ex.setup())
 
 
@@ -67,8 +67,10 @@ def test_a_hanging_factory_or_data_iterator_is_one_budget_error(overrides: dict[
 
 
 def test_after_a_step_times_out_the_setups_other_checks_are_blocked_not_rerun() -> None:
-    results, elapsed = _run_all(ex.setup(step=_hanging_step))
-    first, *rest = results
+    data = prepare(ex.setup(step=_hanging_step))  # prepared without a budget: the step is what hangs
+    start = time.monotonic()
+    first, *rest = [run_check(code, data, budget=BUDGET) for code in CODES]
+    elapsed = time.monotonic() - start
     assert first.verdict is Verdict.ERROR and "time budget" in first.message, first.message
     for result in rest:
         assert result.verdict is Verdict.SKIP, (result.code, result.message)
@@ -78,9 +80,10 @@ def test_after_a_step_times_out_the_setups_other_checks_are_blocked_not_rerun() 
 
 
 def test_a_timeout_blocks_only_its_own_setup() -> None:
-    runner = Runner(budget=BUDGET)
-    assert runner.run("TRN601", ex.setup(step=_hanging_step), key="hangs").verdict is Verdict.ERROR
-    assert runner.run("TRN101", ex.setup(), key="fine").verdict is Verdict.PASS
+    hangs, fine = prepare(ex.setup(step=_hanging_step)), prepare(ex.setup())
+    assert run_check("TRN601", hangs, budget=BUDGET).verdict is Verdict.ERROR
+    assert run_check("TRN101", hangs, budget=BUDGET).verdict is Verdict.SKIP
+    assert run_check("TRN101", fine).verdict is Verdict.PASS
 
 
 SETUPS = '''
@@ -98,7 +101,7 @@ def make():
 
 def test_pytest_reports_a_hanging_factory_once_and_blocks_the_other_items(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(stucksetup=SETUPS)
-    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["stucksetup:make"]\nbudget = 0.2\n')
+    pytester.makepyprojecttoml('[tool.traincheck.sanity]\ntrainings = ["stucksetup:make"]\nbudget = 1.0\n')
     result = pytester.runpytest("--train-sanity", "-p", "no:cacheprovider", "-k", "TRN101 or TRN604 or TRN601",
                                 "-rs")
     result.assert_outcomes(failed=1, skipped=2)
