@@ -97,3 +97,55 @@ def test_a_bare_name_defined_in_two_files_is_not_guessed(tmp_path: Path, capsys:
     (tmp_path / "b.py").write_text(MODEL_LOGITS)
     (tmp_path / "train.py").write_text(TRAIN.replace("from model import Net\n", "from helpers import *\n"))
     assert _lint(tmp_path, capsys, "--no-cache") == []
+
+
+CHAR_RNN = """
+import torch.nn as nn
+
+
+class RNN(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.gru = nn.GRU(size, size)
+"""
+CHAR_MLP = CHAR_RNN.replace("self.gru = nn.GRU(size, size)", "self.fc = nn.Linear(size, size)")
+TRAIN_STAR = """
+import torch
+from helpers import *
+from model import *
+
+decoder = RNN(50)
+optimizer = torch.optim.Adam(decoder.parameters())
+
+
+def train(x, y):
+    decoder.zero_grad()
+    criterion(decoder(x), y).backward()
+    optimizer.step()
+
+
+for x, y in batches:
+    train(x, y)
+"""
+
+
+def test_a_star_import_decides_between_namesakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # practical-pytorch-shaped: two example folders, each a model.py with its own class RNN, one recurrent.
+    for folder, model in (("generation", CHAR_RNN), ("classification", CHAR_MLP)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model.py").write_text(model)
+        (tmp_path / folder / "train.py").write_text(TRAIN_STAR)
+    lines = _lint(tmp_path, capsys, "--no-cache", "--select", "TRN105")
+    assert len(lines) == 1 and lines[0].endswith("TRN105")
+    assert _lint(tmp_path / "classification", capsys, "--no-cache", "--select", "TRN105") == []
+    # Through the cache too: the star import is part of the file's cached facts.
+    assert len(_lint(tmp_path / "generation", capsys, "--select", "TRN105")) == 1
+    assert len(_lint(tmp_path / "generation", capsys, "--select", "TRN105")) == 1
+
+
+def test_a_star_import_outside_the_run_leaves_a_namesake_unguessed(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.py").write_text(CHAR_RNN)
+    (tmp_path / "b.py").write_text(CHAR_MLP)
+    (tmp_path / "train.py").write_text(TRAIN_STAR)  # model.py is not in the run
+    assert _lint(tmp_path, capsys, "--no-cache", "--select", "TRN105") == []

@@ -526,6 +526,7 @@ class CallSites(cst.BatchableCSTVisitor):
     def leave_Module(self, original_node: cst.Module) -> None:
         self._close(self.modes[0])
         self.facts.functions = list(dict.fromkeys(self.flow.module_functions))
+        self.facts.stars = list(dict.fromkeys(self.context.star_imports))
 
 
 def direct_activation_input(flow: Tracker, expr: cst.BaseExpression) -> Optional[cst.BaseExpression]:

@@ -625,8 +625,14 @@ def optimizer_bindings(loops: FileLoops, step: Event, where: Optional[Scope] = N
             value = binding.expr
             if isinstance(value, cst.Call) and optimizer_ctor(loops.context, value):
                 arg = get_arg(value, "params", 0)
-                if arg is not None:
-                    owners.extend((name, binding.scope) for name in parameter_owners(arg.value))
+                if arg is None:
+                    continue
+                owners.extend((name, binding.scope) for name in parameter_owners(arg.value))
+                if not owners and isinstance(arg.value, cst.Name):
+                    # params = list(encoder.parameters()) + list(decoder.parameters()); optim.Adam(params)
+                    for collected in loops.bindings(arg.value.value, binding.scope):
+                        if collected.expr is not None:
+                            owners.extend((name, binding.scope) for name in parameter_owners(collected.expr))
         if owners:
             break
     return owners

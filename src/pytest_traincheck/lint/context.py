@@ -33,6 +33,8 @@ class FileContext:
         self.raw: list[RawFinding] = []
         # local alias -> fully qualified name, filled in source order by ImportTracker
         self.imports: dict[str, str] = {}
+        # modules imported with ``from m import *``, in source order (relative ones keep their dots)
+        self.star_imports: list[str] = []
         # per enclosing function: imported aliases that a parameter or local assignment shadows
         self.shadowed: list[set[str]] = []
         self._shared: dict[object, object] = {}
@@ -82,11 +84,13 @@ class ImportTracker(cst.BatchableCSTVisitor):
                 self.context.imports[head] = head
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if isinstance(node.names, cst.ImportStar):
-            return
         dots = "." * len(node.relative)  # a relative import keeps its dots: the project pass resolves them
         module = dotted_name(node.module) if node.module is not None else ""
         if module is None or not (module or dots):
+            return
+        if isinstance(node.names, cst.ImportStar):
+            if module and not self.context.shadowed:  # a module-level ``from model import *``
+                self.context.star_imports.append(dots + module)
             return
         module = dots + module if module else dots[:-1]
         for alias in node.names:

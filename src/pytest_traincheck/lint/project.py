@@ -58,23 +58,27 @@ _MODULE_ACTIVATION = {"torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log
 
 @dataclass
 class FileFacts:
-    """Facts from one file: its classes by name, its module-level functions and the calls it makes by name."""
+    """Facts from one file: its classes by name, its module-level functions, the calls it makes by name
+    and the modules it star-imports (``from model import *``)."""
 
     classes: dict[str, ClassFacts] = field(default_factory=dict)
     functions: list[str] = field(default_factory=list)
     calls: list[CallSite] = field(default_factory=list)
+    stars: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """Return plain data for the cache."""
         return {"classes": {name: vars(facts) for name, facts in self.classes.items()},
-                "functions": list(self.functions), "calls": [list(site) for site in self.calls]}
+                "functions": list(self.functions), "calls": [list(site) for site in self.calls],
+                "stars": list(self.stars)}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> "FileFacts":
         """Rebuild from ``to_dict`` output."""
         classes = {name: ClassFacts(**values) for name, values in data["classes"].items()}  # type: ignore[attr-defined]
         calls = [(str(w), str(q), list(a)) for w, q, a in data["calls"]]  # type: ignore[attr-defined]
-        return cls(classes, [str(f) for f in data["functions"]], calls)  # type: ignore[attr-defined]
+        return cls(classes, [str(f) for f in data["functions"]], calls,  # type: ignore[attr-defined]
+                   [str(m) for m in data.get("stars", [])])  # type: ignore[attr-defined]
 
 
 class ProjectFacts:
@@ -85,15 +89,20 @@ class ProjectFacts:
     from the importing file (``from model import Net`` in ``a/train.py`` means
     ``a/model.py`` first, then ``model.py`` in each folder above; ``from .model``
     the same package), then by a unique file whose path ends in that module. A
-    bare name (no import seen) is trusted only when one file of the run defines
-    it: two different ``Net`` classes in one repository are never confused.
+    bare name (no import seen) is looked for in the modules the file star-imports
+    (the last ``from m import *`` first, as Python binds them), else trusted only
+    when one file of the run defines it: two different ``Net`` classes in one
+    repository are never confused.
     """
 
     def __init__(self, files: Iterable[tuple[str, FileFacts]]) -> None:
         self.classes: dict[str, list[tuple[str, ClassFacts]]] = {}
         self.calls: dict[str, list[tuple[str, CallSite]]] = {}  # by the callee's last name
         self.functions: dict[str, set[str]] = {}  # file -> its module-level functions
+        self.stars: dict[str, list[str]] = {}  # file -> the modules it star-imports
         for path, facts in files:
+            if facts.stars:
+                self.stars[_norm(path)] = facts.stars
             for name, cls in facts.classes.items():
                 self.classes.setdefault(name, []).append((path, cls))
             self.functions[_norm(path)] = set(facts.functions)
@@ -105,7 +114,12 @@ class ProjectFacts:
         local = [entry for entry in found if entry[0] == path]
         if local:
             return local
-        if "." not in name:  # a bare name: trusted only when one file of the run defines it
+        if "." not in name:  # a bare name: a star-imported module's, else one file of the run must define it
+            for module in reversed(self.stars.get(_norm(path), [])):
+                for candidate in _module_files(module, path):
+                    located = [entry for entry in found if _norm(entry[0]) == candidate]
+                    if located:
+                        return located
             return found if len({p for p, _ in found}) == 1 else []
         module = name.rsplit(".", 1)[0]
         for candidate in _module_files(module, path):
@@ -179,8 +193,8 @@ class ProjectFacts:
         """Settle a deferred finding's condition, for a finding in the file ``path``."""
         if condition.kind == "returns":
             return self.is_module(condition.name, path) and self.returns(condition.name, path, condition.value)
-        if condition.kind == "recurrent":
-            return self.is_module(condition.name, path) and self.recurrent(condition.name, path)
+        if condition.kind == "recurrent":  # ``A|B``: any of these classes (one optimizer, several models)
+            return any(self.is_module(name, path) and self.recurrent(name, path) for name in condition.name.split("|"))
         if condition.kind == "not-recurrent":
             return not self.recurrent(condition.name, path)
         if condition.kind == "param":

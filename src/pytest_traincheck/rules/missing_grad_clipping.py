@@ -26,8 +26,13 @@ class MissingGradClipping(LoopRule):
     clip. The model is found from the optimizer's construction
     (`optim.Adam(model.parameters())`) or from the calls in the loop
     (`model(x)`), then from its binding: `model = nn.LSTM(...)`, or
-    `model = Seq2Seq(...)` where `Seq2Seq` (defined in any file of the run)
-    holds a recurrent layer. A model passed as a parameter
+    `model = Seq2Seq(...)` where `Seq2Seq` (defined in any file of the run,
+    found through the imports, `from model import *` included) holds a
+    recurrent layer. An optimizer over several models
+    (`params = list(encoder.parameters()) + list(decoder.parameters())`)
+    counts when any of them is recurrent; a loop in a method of the model
+    class itself (`self(x)`, `self.__call__(x)`, `Adam(self.parameters())`)
+    trains that class. A model passed as a parameter
     (`def train(model, ...)`) is followed to the calls of that function in the
     same file.
 
@@ -148,6 +153,48 @@ class MissingGradClipping(LoopRule):
                     model(x).sum().backward()
                     optimizer.step()
             """),
+        # One optimizer over an encoder and a decoder, neither of them recurrent.
+        Valid("""
+            import torch
+            import torch.nn as nn
+            class EncoderCNN(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv2d(3, 16, 3)
+            class DecoderMLP(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(16, 10)
+            encoder = EncoderCNN().cuda()
+            decoder = DecoderMLP().cuda()
+            params = list(encoder.parameters()) + list(decoder.parameters())
+            optimizer = torch.optim.Adam(params, lr=1e-3)
+            for images, labels in loader:
+                loss = criterion(decoder(encoder(images)), labels)
+                decoder.zero_grad()
+                encoder.zero_grad()
+                loss.backward()
+                optimizer.step()
+            """),
+        # A convolutional model that trains itself in one of its methods.
+        Valid("""
+            import torch.nn as nn
+            class TextCNN(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.conv = nn.Conv1d(300, 100, 3)
+                    self.fc = nn.Linear(100, 4)
+
+                def add_optimizer(self, optimizer):
+                    self.optimizer = optimizer
+
+                def run_epoch(self, batches):
+                    for x, y in batches:
+                        self.optimizer.zero_grad()
+                        loss = self.loss_op(self.__call__(x), y)
+                        loss.backward()
+                        self.optimizer.step()
+            """),
         # A project utility named like a clip.
         Valid("""
             import torch.nn as nn
@@ -243,6 +290,86 @@ class MissingGradClipping(LoopRule):
             """,
             line=13, column=9,
         ),
+        # One optimizer over an encoder (another module, imported as a whole) and a GRU decoder.
+        Invalid(
+            """
+            import torch
+            import seq2seq_models as sm
+            encoder = sm.EncoderCNN(128)
+            decoder = sm.DecoderRNN(128, 1000)
+            params = list(encoder.parameters()) + list(decoder.parameters())
+            optimizer = torch.optim.Adam(params, lr=0.001)
+
+            def train(src, target):
+                loss = criterion(decoder(encoder(src)), target)
+                encoder.zero_grad()
+                decoder.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+            for src, target in loader:
+                train(src, target)
+            """,
+            line=13,
+            files={"seq2seq_models.py": """
+                import torch.nn as nn
+                class EncoderCNN(nn.Module):
+                    def __init__(self, hidden):
+                        super().__init__()
+                        self.conv = nn.Conv2d(3, hidden, 3)
+                class DecoderRNN(nn.Module):
+                    def __init__(self, hidden, vocab):
+                        super().__init__()
+                        self.gru = nn.GRU(hidden, hidden)
+                        self.out = nn.Linear(hidden, vocab)
+                """},
+        ),
+        # The model class trains itself; its optimizer is handed in by a setter.
+        Invalid("""
+            import torch.nn as nn
+            class TextRNN(nn.Module):
+                def __init__(self, vocab):
+                    super().__init__()
+                    self.embeddings = nn.Embedding(vocab, 300)
+                    self.lstm = nn.LSTM(300, 64)
+
+                def add_optimizer(self, optimizer):
+                    self.optimizer = optimizer
+
+                def run_epoch(self, batches):
+                    for x, y in batches:
+                        self.optimizer.zero_grad()
+                        loss = self.loss_op(self.__call__(x), y)
+                        loss.backward()
+                        self.optimizer.step()
+            """, line=16),
+        # The model class comes from a star import.
+        Invalid(
+            """
+            import torch
+            from helpers import *
+            from model import *
+            decoder = RNN(100, 50, 100, 2)
+            decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=0.01)
+
+            def train(inp, target):
+                decoder.zero_grad()
+                loss = criterion(decoder(inp), target)
+                loss.backward()
+                decoder_optimizer.step()
+
+            for epoch in range(100):
+                train(*random_training_set())
+            """,
+            line=11,
+            files={"model.py": """
+                import torch.nn as nn
+                class RNN(nn.Module):
+                    def __init__(self, input_size, hidden_size, output_size, n_layers):
+                        super().__init__()
+                        self.gru = nn.GRU(hidden_size, hidden_size, n_layers)
+                """},
+        ),
         # The model is a Sequential holding an LSTM, stored on self.
         Invalid(
             """
@@ -270,25 +397,30 @@ class MissingGradClipping(LoopRule):
             if any(e.kind == "clip" for e in events):
                 continue
             steps = [e for e in events if self.loops.is_step(e)]
-            verdict: _Verdict = False
+            classes: list[str] = []
+            recurrent = False
             for step in steps:
-                verdict = self._verdict(loop, step, events)
-                if verdict:
-                    break
-            if verdict is True:
+                for verdict in self._verdicts(loop, step, events):
+                    if verdict is True:
+                        recurrent = True
+                    elif verdict and verdict not in classes:
+                        classes.append(verdict)
+            if recurrent:
                 self.report(steps[0].node)
-            elif verdict:
-                self.report_if(Condition("recurrent", str(verdict)), steps[0].node)
+            elif classes:  # one optimizer may train several models (encoder and decoder): any recurrent one
+                self.report_if(Condition("recurrent", "|".join(classes)), steps[0].node)
 
-    def _verdict(self, loop: Scope, step: Event, events: list[Event]) -> _Verdict:
+    def _verdicts(self, loop: Scope, step: Event, events: list[Event]) -> list[_Verdict]:
         models = optimizer_bindings(self.loops, step, loop)
         if not models:
             models = [(e.name, e.scope) for e in events if e.kind == "call" and e.name and e.scope.inside(loop)]
-        verdicts = [v for name, scope in models for v in self._resolve(name, scope, 0)]
-        return True if True in verdicts else next((v for v in verdicts if v), False)
+        return [v for name, scope in models for v in self._resolve(name, scope, 0)]
 
     def _resolve(self, name: str, scope: Scope, depth: int) -> list[_Verdict]:
         """What the model bound to ``name`` in ``scope`` is: its bindings, or the arguments of its function's calls."""
+        if name in _SELF_CALLS:  # a method of the model trains it: ``self(x)``, ``Adam(self.parameters())``
+            owner = next((s for s in scope.ancestors() if s.kind == "class"), None)
+            return [owner.name] if owner is not None and scope.function().kind == "def" else []
         bindings = self.loops.bindings(name, scope)
         if bindings:
             return [self._classify(b.expr) for b in bindings]
@@ -318,4 +450,9 @@ class MissingGradClipping(LoopRule):
         if qual is not None and qual.startswith("torch"):
             return False
         short = name.rsplit(".", 1)[-1] if name else ""
-        return short if short[:1].isupper() else False
+        # The imported path (``seq2seq_models.EncoderRNN``) lets the project pass find the right file.
+        return (qual or short) if short[:1].isupper() else False
+
+
+# How a method of a model class calls (or hands the optimizer) the model itself.
+_SELF_CALLS = frozenset({"self", "self.__call__", "self.forward"})
