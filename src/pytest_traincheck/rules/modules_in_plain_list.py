@@ -8,6 +8,7 @@ import libcst as cst
 
 from pytest_traincheck.lint.rule import Invalid, Valid, self_attr
 from pytest_traincheck.analyses.dataflow import FlowRule, nn_module_classes
+from pytest_traincheck.analyses.torch_vocabulary import strip_wrappers
 
 _CONTAINERS = frozenset({"torch.nn.ModuleList", "torch.nn.ModuleDict", "torch.nn.Sequential",
                          "torch.nn.ParameterList", "torch.nn.ParameterDict"})
@@ -32,8 +33,9 @@ class ModulesInPlainList(FlowRule):
     class, Lightning, or another module class of the file), finds
     `self.<attr>` assigned a list, tuple or dict literal, or a list/dict
     comprehension, that builds modules (`nn.Linear(...)`, a module class of
-    the same file), and `self.<attr> = []` later filled with `.append`,
-    `.extend`, `+=` or item assignment of such modules.
+    the same file, defined before or after, also moved with `.to(device)`),
+    and `self.<attr> = []` later filled with `.append`, `.extend`, `+=`,
+    `self.<attr> = self.<attr> + [...]` or item assignment of such modules.
 
     ## Why is this bad?
     `nn.Module` registers submodules only when they are assigned as attributes
@@ -128,6 +130,38 @@ class ModulesInPlainList(FlowRule):
                 def __init__(self):
                     self.layers = [nn.Linear(4, 4)]
             """),
+        # The list is grown with instances of a later class that is not a module, or with activations.
+        Valid("""
+            import torch
+
+            class Net(torch.nn.Module):
+                def __init__(self, dims):
+                    super().__init__()
+                    self.stages = []
+                    self.acts = []
+                    for d in range(len(dims) - 1):
+                        self.stages = self.stages + [Stage(dims[d], dims[d + 1])]
+                        self.acts = self.acts + [torch.nn.ReLU()]
+
+            class Stage:
+                def __init__(self, n_in, n_out):
+                    self.shape = (n_in, n_out)
+            """),
+        # Grown in a loop, then wrapped.
+        Valid("""
+            import torch
+
+            class Net(torch.nn.Module):
+                def __init__(self, dims):
+                    super().__init__()
+                    self.layers = []
+                    for d in range(len(dims) - 1):
+                        self.layers = self.layers + [Layer(dims[d], dims[d + 1]).to(device)]
+                    self.layers = torch.nn.ModuleList(self.layers)
+
+            class Layer(torch.nn.Linear):
+                pass
+            """),
     ]
     INVALID = [
         Invalid("""
@@ -174,6 +208,27 @@ class ModulesInPlainList(FlowRule):
                     super().__init__()
                     self.blocks = [Block(), Block(), nn.Dropout(0.1)]
             """, line=11),
+        # Grown by concatenation with instances of a module class defined further down, moved to a device.
+        Invalid("""
+            import torch
+            import torch.nn as nn
+
+            class Net(torch.nn.Module):
+                def __init__(self, dims):
+                    super().__init__()
+                    self.layers = []
+                    for d in range(len(dims) - 1):
+                        self.layers = self.layers + [Layer(dims[d], dims[d + 1]).to(device)]
+
+                def predict(self, x):
+                    for layer in self.layers:
+                        x = layer(x)
+                    return x
+
+            class Layer(nn.Linear):
+                def forward(self, x):
+                    return torch.relu(super().forward(x))
+            """, line=7, column=23),
     ]
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
@@ -182,20 +237,38 @@ class ModulesInPlainList(FlowRule):
         self._found: list[dict[str, tuple[cst.CSTNode, bool]]] = []
         self._dropped: list[set[str]] = []
         self._is_module: list[bool] = []
+        # per open class: attr -> names of classes it holds instances of that the file defines later
+        self._later: list[dict[str, set[str]]] = []
+        self._unsettled: list[tuple[str, cst.CSTNode, set[str]]] = []  # settled at the end of the file
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self._found.append({})
         self._dropped.append(set())
         self._is_module.append(self.flow.classes[-1].is_module)
+        self._later.append({})
 
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
-        found, dropped, is_module = self._found.pop(), self._dropped.pop(), self._is_module.pop()
+        found, dropped, is_module, later = self._found.pop(), self._dropped.pop(), self._is_module.pop(), \
+            self._later.pop()
         if is_module:
             for attr, (node, holds) in found.items():
-                if holds and attr not in dropped:
-                    self.report(node, f"`self.{attr}` keeps modules in a plain container, so they are not "
-                                "registered: `model.parameters()`, `.to()` and `.eval()` miss them; use "
-                                "`nn.ModuleList` / `nn.ModuleDict`.")
+                if attr in dropped:
+                    continue
+                if holds:
+                    self._report(attr, node)
+                elif later.get(attr):
+                    self._unsettled.append((attr, node, later[attr]))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        classes = self.flow.file_classes
+        for attr, node, names in self._unsettled:
+            if any(name in classes and classes[name].is_module for name in names):
+                self._report(attr, node)
+
+    def _report(self, attr: str, node: cst.CSTNode) -> None:
+        self.report(node, f"`self.{attr}` keeps modules in a plain container, so they are not "
+                    "registered: `model.parameters()`, `.to()` and `.eval()` miss them; use "
+                    "`nn.ModuleList` / `nn.ModuleDict`.")
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if not self._found or self.flow.current_class() is None:
@@ -235,19 +308,24 @@ class ModulesInPlainList(FlowRule):
             return
         elements = _elements(value)
         if elements is not None:
-            holds = any(self._builds_module(e) for e in elements)
-            if holds or not elements:
+            holds = any(self._builds_module(e, attr) for e in elements)
+            if holds or not elements or self._later[-1].get(attr):
                 found[attr] = (value, holds)
                 return
+        grown = _grown(attr, value)
+        if attr in found and grown is not None:  # self.layers = self.layers + [Layer(...)]
+            self._add(attr, grown)
+            return
         if attr in found:
             self._dropped[-1].add(attr)  # reassigned (wrapped, or replaced): not provably a plain list
 
     def _add(self, attr: Optional[str], values: list[cst.BaseExpression]) -> None:
         found = self._found[-1]
-        if attr in found and any(self._builds_module(v) for v in values):
+        if attr in found and any(self._builds_module(v, attr) for v in values):
             found[attr] = (found[attr][0], True)
 
-    def _builds_module(self, expr: cst.BaseExpression) -> bool:
+    def _builds_module(self, expr: cst.BaseExpression, attr: Optional[str] = None) -> bool:
+        expr = strip_wrappers(self.context, expr) or expr  # Layer(...).to(device)
         if not isinstance(expr, cst.Call):
             return False
         qual = self.qualname(expr.func)
@@ -256,9 +334,22 @@ class ModulesInPlainList(FlowRule):
             return (module == "torch.nn" and name in nn_module_classes() and name not in _STATELESS
                     and not name.startswith(_STATELESS_PREFIXES) and not name.endswith("Loss"))
         if isinstance(expr.func, cst.Name) and not self.flow.bound(expr.func.value):
-            info = self.flow.file_classes.get(expr.func.value)
+            name = expr.func.value
+            info = self.flow.file_classes.get(name)
+            if info is None and attr is not None and name[:1].isupper():
+                self._later[-1].setdefault(attr, set()).add(name)  # perhaps a module class defined further down
             return info is not None and info.is_module
         return False
+
+
+def _grown(attr: str, value: cst.BaseExpression) -> Optional[list[cst.BaseExpression]]:
+    """The elements ``self.<attr> + [...]`` (or ``[...] + self.<attr>``) adds, else None."""
+    if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+        return None
+    for mine, other in ((value.left, value.right), (value.right, value.left)):
+        if self_attr(mine) == attr and isinstance(other, (cst.List, cst.Tuple)):
+            return [e.value for e in other.elements]
+    return None
 
 
 def _elements(value: cst.BaseExpression) -> Optional[list[cst.BaseExpression]]:
