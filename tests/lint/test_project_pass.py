@@ -149,3 +149,48 @@ def test_a_star_import_outside_the_run_leaves_a_namesake_unguessed(tmp_path: Pat
     (tmp_path / "b.py").write_text(CHAR_MLP)
     (tmp_path / "train.py").write_text(TRAIN_STAR)  # model.py is not in the run
     assert _lint(tmp_path, capsys, "--no-cache", "--select", "TRN105") == []
+
+
+SELF_TRAINING_MODEL = """
+from torch import nn
+
+
+class TextCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(300, 4)
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        return self.softmax(self.fc(x))
+
+    def add_loss_op(self, loss_op):
+        self.loss_op = loss_op
+
+    def run_epoch(self, batches):
+        for x, y in batches:
+            y_pred = self.__call__(x)
+            self.loss_op(y_pred, y).backward()
+"""
+TRAIN_HANDING_LOSS = """
+from torch import nn
+from model import TextCNN
+
+model = TextCNN()
+model.add_loss_op(nn.NLLLoss())
+model.run_epoch(batches)
+"""
+
+
+def test_a_loss_handed_to_a_self_training_model_is_settled_through_the_cache(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "model.py").write_text(SELF_TRAINING_MODEL)
+    (tmp_path / "train.py").write_text(TRAIN_HANDING_LOSS)
+    assert _lint(tmp_path, capsys, "--select", "TRN205") == ["train.py:6:1 TRN205"]
+    assert _lint(tmp_path, capsys, "--select", "TRN205") == ["train.py:6:1 TRN205"]  # warm: the facts are cached
+    log_softmax = SELF_TRAINING_MODEL.replace("nn.Softmax(dim=1)", "nn.LogSoftmax(dim=1)")
+    (tmp_path / "model.py").write_text(log_softmax)
+    assert _lint(tmp_path, capsys, "--select", "TRN205") == []
+    elsewhere = SELF_TRAINING_MODEL.replace("self.loss_op(y_pred, y)", "self.loss_op(y, y)")
+    (tmp_path / "model.py").write_text(elsewhere)  # the stored loss no longer sees the model's output
+    assert _lint(tmp_path, capsys, "--select", "TRN205") == []

@@ -447,6 +447,33 @@ def param_loss_input(flow: Tracker, call: cst.Call) -> Optional[tuple[str, cst.A
     return callee.detail, arg
 
 
+def handed_to(flow: Tracker, call: cst.Call) -> Optional[tuple[str, str]]:
+    """Return (user class, method) when ``call`` is ``model.<method>(...)`` on an instance, or ``Net(...)``."""
+    func = call.func
+    if isinstance(func, cst.Attribute) and self_attr(func) is None:
+        owner = flow.evaluate(func.value)
+        if owner is not None and owner.kind == "instance":
+            return owner.detail, func.attr.value
+        return None
+    built = flow.evaluate(call) if isinstance(func, (cst.Name, cst.Attribute)) else None
+    return (built.detail, "__init__") if built is not None and built.kind == "instance" else None
+
+
+def slots(flow: Tracker, call: cst.Call) -> list[tuple[str, Optional[Value]]]:
+    """Return (position or keyword, what it holds) for each argument of ``call``, up to a ``*args``."""
+    found: list[tuple[str, Optional[Value]]] = []
+    position = 0
+    for arg in call.args:
+        if arg.star:
+            break
+        if arg.keyword is not None:
+            found.append((arg.keyword.value, flow.evaluate(arg.value)))
+        else:
+            found.append((str(position), flow.evaluate(arg.value)))
+            position += 1
+    return found
+
+
 def describe(value: Optional[Value]) -> str:
     """Return what a call site passes, as the project pass reads it (``project.CallSite``)."""
     if value is None or value.kind not in ("instance", "seq", "module", "param"):

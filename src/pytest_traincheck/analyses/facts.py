@@ -83,6 +83,17 @@ _BUILTIN_CALLS = frozenset({"int", "float", "bool", "str", "len", "list", "dict"
                             "min", "sum", "abs", "round", "getattr", "isinstance", "super", "zip", "sorted",
                             "enumerate", "print", "hasattr", "type", "frozenset", "any", "all"})
 
+_CLASS = object()  # marks an open class body in FactsCollector._methods
+# How a method calls the model itself.
+_SELF_CALLS = frozenset({"self", "self.__call__", "self.forward"})
+
+
+def _own_output(value: cst.BaseExpression, own: set[str]) -> bool:
+    """True for ``self(x)``, ``self.__call__(x)``, ``self.forward(x)`` or a local bound to one of them."""
+    if isinstance(value, cst.Name):
+        return value.value in own
+    return isinstance(value, cst.Call) and dotted_name(value.func) in _SELF_CALLS
+
 
 class FactsCollector(cst.BatchableCSTVisitor):
     """Collect ClassFacts for every top-level or nested class during the traversal."""
@@ -95,6 +106,13 @@ class FactsCollector(cst.BatchableCSTVisitor):
         self._stack: list[tuple[ClassFacts, dict[str, str]]] = []
         self._in_forward = 0
         self._locals: list[dict[str, str]] = []
+        # per open class body (_CLASS) and function inside a class: a method's (name, positional parameters
+        # after self, locals holding the model's own output), or None for a function nested in a method
+        self._methods: list[object] = []
+        # per open class: attr -> "<method>:<index>:<param>" that stored a parameter there; attrs called
+        # as a loss on the model's own output
+        self._setters: list[dict[str, str]] = []
+        self._loss_attrs: list[set[str]] = []
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         bases = []
@@ -105,17 +123,26 @@ class FactsCollector(cst.BatchableCSTVisitor):
             bases.append(qual)
         facts = ClassFacts(node.name.value, bases=bases, direct_module=direct)
         self._stack.append((facts, {}))
+        self._setters.append({})
+        self._loss_attrs.append(set())
+        self._methods.append(_CLASS)
 
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         facts, _ = self._stack.pop()
+        setters, losses = self._setters.pop(), self._loss_attrs.pop()
+        self._methods.pop()
+        facts.loss_params = [setters[attr] for attr in sorted(losses) if attr in setters]
         self.facts.classes[facts.name] = facts
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if not self._stack:
             return
         facts, layers = self._stack[-1]
+        method = self._method()
         for target in node.targets:
             attr = self_attr(target.target)
+            if method is not None:
+                self._note_method_assign(method, attr, target.target, node.value)
             if attr is not None:
                 held = self._user_class(node.value)
                 activation = module_activation(self.context, node.value) or held
@@ -132,6 +159,32 @@ class FactsCollector(cst.BatchableCSTVisitor):
                     local_scope[target.target.value] = activation
                 else:
                     local_scope.pop(target.target.value, None)
+
+    def _note_method_assign(self, method: tuple[str, list[str], set[str]], attr: Optional[str],
+                            target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """Record ``self.<attr> = <parameter>`` (a setter) and locals bound to the model's own output."""
+        name, params, own = method
+        if attr is not None and isinstance(value, cst.Name) and value.value in params:
+            self._setters[-1][attr] = f"{name}:{params.index(value.value)}:{value.value}"
+        elif isinstance(target, cst.Name):
+            if _own_output(value, own):
+                own.add(target.value)
+            else:
+                own.discard(target.value)
+
+    def _method(self) -> Optional[tuple[str, list[str], set[str]]]:
+        """The method being walked (directly in a class body), or None."""
+        top = self._methods[-1] if self._methods else None
+        return top if isinstance(top, tuple) else None
+
+    def _note_loss_call(self, node: cst.Call) -> None:
+        """Record ``self.<attr>(<the model's own output>, ...)``: that attribute is used as a loss."""
+        method = self._method()
+        attr = self_attr(node.func)
+        if method is None or attr is None or not node.args or node.args[0].keyword is not None:
+            return
+        if _own_output(node.args[0].value, method[2]):  # self.loss_op(self(x), y)
+            self._loss_attrs[-1].add(attr)
 
     def visit_Expr(self, node: cst.Expr) -> None:
         call = node.value
@@ -152,6 +205,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         if not self._stack:
             return
+        self._note_loss_call(node)
         facts = self._stack[-1][0]
         qual = self.context.qualname(node.func)
         if is_mode_dependent(qual):
@@ -191,11 +245,16 @@ class FactsCollector(cst.BatchableCSTVisitor):
         if self._stack and node.name.value == "forward":
             self._in_forward += 1
             self._locals.append({})
+        if self._stack:
+            params = [p.name.value for p in (*node.params.posonly_params, *node.params.params)][1:]
+            self._methods.append((node.name.value, params, set()) if self._methods[-1] is _CLASS else None)
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         if self._stack and original_node.name.value == "forward":
             self._in_forward -= 1
             self._locals.pop()
+        if self._stack:
+            self._methods.pop()
 
     def visit_Return(self, node: cst.Return) -> None:
         if not self._stack or not self._in_forward or node.value is None:

@@ -42,6 +42,9 @@ class ClassFacts:
     direct_module: bool = False  # a base is nn.Module (or Lightning's)
     modal: bool = False  # builds or calls dropout / BatchNorm (its forward depends on train/eval mode)
     opaque: bool = False  # keeps a submodule built by something unknown (``self.f = make_layers(cfg)``)
+    # ``<method>:<index>:<param>``: a method parameter stored on self (``add_loss_op(self, loss_op)``) that
+    # the class then calls as a loss on its own output (``self.loss_op(self(x), y)``)
+    loss_params: list[str] = field(default_factory=list)
 
 
 # One call of a function by name: (callee as written, callee qualified through the imports or "",
@@ -189,6 +192,21 @@ class ProjectFacts:
             and all(b.startswith("torch.") or self.nonmodal(b, p, seen) for b in c.bases)
             for p, c in found)
 
+    def loss_param(self, name: str, path: str, method: str, slot: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if the class (or a base) applies what ``method`` receives at ``slot`` as a loss to its own output."""
+        seen = _seen if _seen is not None else set()
+        if name in seen:
+            return False
+        seen.add(name)
+        for p, c in self._candidates(name, path):
+            for entry in c.loss_params:
+                where, index, param = entry.split(":")
+                if where == method and slot in (index, param):
+                    return True
+            if any(self.loss_param(b, p, method, slot, seen) for b in c.bases):
+                return True
+        return False
+
     def holds(self, condition: Condition, path: str) -> bool:
         """Settle a deferred finding's condition, for a finding in the file ``path``."""
         if condition.kind == "returns":
@@ -207,6 +225,11 @@ class ProjectFacts:
             return self.is_module(condition.name, path) and self.modal(condition.name, path)
         if condition.kind == "maybe-modal":
             return not self.nonmodal(condition.name, path)
+        if condition.kind == "loss-param":  # value ``<method>:<position or keyword>:<activation>``
+            method, _, rest = condition.value.partition(":")
+            slot, _, activation = rest.rpartition(":")
+            return self.is_module(condition.name, path) and self.returns(condition.name, path, activation) \
+                and self.loss_param(condition.name, path, method, slot)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
 
 

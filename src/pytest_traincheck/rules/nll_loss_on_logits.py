@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from pytest_traincheck.lint.rule import Condition, Invalid, Valid
-from pytest_traincheck.analyses.dataflow import FlowRule, Value, loss_input
+from pytest_traincheck.analyses.dataflow import FlowRule, Value, handed_to, loss_input, slots
 from pytest_traincheck.analyses.torch_vocabulary import RAW_LAYERS
 
 _FUNCTIONS = frozenset({"torch.nn.functional.nll_loss"})
@@ -109,6 +109,49 @@ class NllLossOnLogits(FlowRule):
 
             loss = F.nll_loss(Net(Head())(x), y)
             """),
+        # The loss handed to a model whose forward returns log_softmax.
+        Valid("""
+            import torch.nn as nn
+
+            class TextRNN(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(64, 4)
+                    self.log_softmax = nn.LogSoftmax(dim=1)
+
+                def forward(self, x):
+                    return self.log_softmax(self.fc(x))
+
+                def add_loss_op(self, loss_op):
+                    self.loss_op = loss_op
+
+                def run_epoch(self, batches):
+                    for x, y in batches:
+                        loss = self.loss_op(self.__call__(x), y)
+                        loss.backward()
+
+            model = TextRNN()
+            model.add_loss_op(nn.NLLLoss())
+            """),
+        # A softmax model that stores the loss but applies it to something else than its own output.
+        Valid("""
+            import torch.nn as nn
+
+            class Scorer(nn.Module):
+                def __init__(self, criterion):
+                    super().__init__()
+                    self.fc = nn.Linear(64, 4)
+                    self.softmax = nn.Softmax(dim=1)
+                    self.criterion = criterion
+
+                def forward(self, x):
+                    return self.softmax(self.fc(x))
+
+                def auxiliary_loss(self, log_probs, y):
+                    return self.criterion(log_probs, y)
+
+            scorer = Scorer(nn.NLLLoss())
+            """),
     ]
     INVALID = [
         Invalid("""
@@ -161,9 +204,74 @@ class NllLossOnLogits(FlowRule):
                         return self.out(self.fc(x))
                 """},
         ),
+        # The loss is handed to a model class (star-imported) that trains itself on its softmax output.
+        Invalid(
+            """
+            import torch
+            from torch import nn
+            from model import *
+
+            model = TextRNN(config)
+            optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+            NLLLoss = nn.NLLLoss()
+            model.add_optimizer(optimizer)
+            model.add_loss_op(NLLLoss)
+            for epoch in range(config.max_epochs):
+                model.run_epoch(train_iterator, epoch)
+            """,
+            line=9,
+            files={"model.py": """
+                from torch import nn
+
+                class TextRNN(nn.Module):
+                    def __init__(self, config):
+                        super().__init__()
+                        self.lstm = nn.LSTM(config.embed_size, config.hidden_size)
+                        self.fc = nn.Linear(config.hidden_size, config.output_size)
+                        self.softmax = nn.Softmax()
+
+                    def forward(self, x):
+                        out, (h_n, c_n) = self.lstm(x)
+                        return self.softmax(self.fc(h_n[-1]))
+
+                    def add_optimizer(self, optimizer):
+                        self.optimizer = optimizer
+
+                    def add_loss_op(self, loss_op):
+                        self.loss_op = loss_op
+
+                    def run_epoch(self, train_iterator, epoch):
+                        for i, batch in enumerate(train_iterator):
+                            self.optimizer.zero_grad()
+                            y_pred = self.__call__(batch.text)
+                            loss = self.loss_op(y_pred, batch.label)
+                            loss.backward()
+                            self.optimizer.step()
+                """},
+        ),
+        # Through the constructor, by keyword.
+        Invalid("""
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            class Tagger(nn.Module):
+                def __init__(self, criterion=None):
+                    super().__init__()
+                    self.fc = nn.Linear(64, 9)
+                    self.criterion = criterion
+
+                def forward(self, x):
+                    return F.softmax(self.fc(x), dim=-1)
+
+                def training_loss(self, x, y):
+                    return self.criterion(self.forward(x), y)
+
+            tagger = Tagger(criterion=nn.NLLLoss())
+            """, line=16),
     ]
 
     def visit_Call(self, node: cst.Call) -> None:
+        self._check_handed_loss(node)
         arg = loss_input(self.flow, node, _FUNCTIONS, _MODULES)
         value = self.flow.evaluate(arg.value) if arg is not None else None
         if value is None:
@@ -176,6 +284,21 @@ class NllLossOnLogits(FlowRule):
                         f"`{value.detail.replace('torch.', '')}`: " + _FIX_TEXT)
         elif value.kind == "model_out":
             self._check_model(node, value)
+
+    def _check_handed_loss(self, node: cst.Call) -> None:
+        """``model.add_loss_op(nn.NLLLoss())``: a model class that applies what it is handed to its own output."""
+        receiving = handed_to(self.flow, node)
+        if receiving is None:
+            return
+        name, method = receiving
+        for slot, value in slots(self.flow, node):
+            if value is None or value.kind != "module" or value.detail not in _MODULES:
+                continue
+            for activation in ("softmax", "sigmoid"):
+                message = (f"`{name.rsplit('.', 1)[-1]}` applies this `NLLLoss` to what its `forward` returns, "
+                           f"{activation} probabilities, but `NLLLoss` expects log-probabilities: return "
+                           "`log_softmax(dim=1)` from `forward`, or use `CrossEntropyLoss` on logits.")
+                self.report_if(Condition("loss-param", name, f"{method}:{slot}:{activation}"), node, message)
 
     def _check_model(self, node: cst.Call, value: Value) -> None:
         name = value.detail
