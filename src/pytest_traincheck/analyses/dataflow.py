@@ -56,8 +56,11 @@ class Value(NamedTuple):
     instance of the torch class ``detail``, built at ``node``), ``seq`` (an
     ``nn.Sequential`` whose last layer is ``detail``, "" if unknown),
     ``instance`` (an instance of the user class ``detail``), ``param`` (what the
-    caller passes as the parameter ``detail``, ``<func>:<index>:<name>``) and
-    ``param_out`` (what calling that parameter returns).
+    caller passes as the parameter ``detail``, ``<func>:<index>:<name>``),
+    ``param_out`` (what calling that parameter returns), ``model_item`` (element
+    ``<index>`` of the tuple a user model returns: ``<class>#<index>``) and
+    ``func`` (a name bound to a function: ``loss_fn = my_loss``, ``detail`` its
+    qualified name).
     """
 
     kind: str
@@ -172,6 +175,17 @@ class Tracker(Analysis):
             return self._builder(func.value)
         return apply(self.evaluate(func))
 
+    def _function(self, name: str) -> Optional[Value]:
+        """``func`` for a module-level function of this file or a function imported from the project."""
+        if self.bound(name):
+            return None
+        qual = self.context.qualname(cst.Name(name))
+        if qual is not None:
+            last = qual.rsplit(".", 1)[-1]
+            return Value("func", qual) if "." in qual and not qual.startswith("torch.") and last[:1].islower() \
+                else None
+        return Value("func", name) if name in self.module_functions else None
+
     def _builder(self, name: str) -> Optional[Value]:
         """Return what the module-level function ``name`` builds, when every ``return`` of it agrees."""
         returned = self.built[name]
@@ -215,8 +229,10 @@ class Tracker(Analysis):
         elif self_attr(target) is not None:
             self._set(("a", self_attr(target) or ""), value)
         elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self.bind(element.value, None)
+            unpacked = value is not None and value.kind == "model_out" \
+                and not any(isinstance(e, cst.StarredElement) for e in target.elements)
+            for index, element in enumerate(target.elements):  # probs, boxes = net(x)
+                self.bind(element.value, Value("model_item", f"{value.detail}#{index}") if unpacked else None)
         elif isinstance(target, cst.StarredElement):
             self.bind(target.value, None)
 
@@ -282,6 +298,8 @@ class Tracker(Analysis):
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
         value = self.evaluate(original_node.value)
+        if value is None and isinstance(original_node.value, cst.Name):
+            value = self._function(original_node.value.value)
         for target in original_node.targets:
             self.bind(target.target, value)
 
@@ -476,7 +494,7 @@ def slots(flow: Tracker, call: cst.Call) -> list[tuple[str, Optional[Value]]]:
 
 def describe(value: Optional[Value]) -> str:
     """Return what a call site passes, as the project pass reads it (``project.CallSite``)."""
-    if value is None or value.kind not in ("instance", "seq", "module", "param"):
+    if value is None or value.kind not in ("instance", "seq", "module", "param", "act", "model_out", "model_item"):
         return "?"
     return f"{value.kind}:{value.detail}"
 
@@ -525,6 +543,10 @@ class CallSites(cst.BatchableCSTVisitor):
         if written is None:
             return
         qual = self.context.qualname(node.func) or ""
+        alias = self.flow.lookup(written) if isinstance(node.func, cst.Name) else None
+        if alias is not None and alias.kind == "func":  # loss_fn = my_loss; loss_fn(out, y)
+            written = alias.detail.rsplit(".", 1)[-1]
+            qual = alias.detail if "." in alias.detail else ""
         if ("." in written and not qual) or qual.startswith("torch.") or written.rsplit(".", 1)[-1][:1].isupper() \
                 or (not qual and (written in _BUILTINS or self.flow.bound(written))):
             return  # a method of an object, torch's API, a class, a builtin or a variable: not a project function

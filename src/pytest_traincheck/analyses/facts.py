@@ -261,6 +261,19 @@ class FactsCollector(cst.BatchableCSTVisitor):
             return
         facts, layers = self._stack[-1]
         value = strip_passthrough(node.value)
+        activation = self._returned_activation(value, layers)
+        if activation and activation not in facts.returns:
+            facts.returns.append(activation)
+        elif activation is None and "logits" not in facts.returns:
+            facts.returns.append("logits")  # any other return: not provably an activation
+        # What each element of a returned tuple is (``return probs, boxes``); "-:other" for a return of no tuple.
+        items = [f"{index}:{self._returned_activation(strip_passthrough(e.value), layers) or 'logits'}"
+                 for index, e in enumerate(value.elements)] \
+            if isinstance(value, cst.Tuple) and not any(isinstance(e, cst.StarredElement) for e in value.elements) \
+            else ["-:other"]
+        facts.items.extend(item for item in items if item not in facts.items)
+
+    def _returned_activation(self, value: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:
         activation = activation_of(self.context, value, layers)
         if activation is None and isinstance(value, cst.Name) and self._locals:
             activation = self._locals[-1].get(value.value)
@@ -270,7 +283,4 @@ class FactsCollector(cst.BatchableCSTVisitor):
                 func = func.value
             attr = self_attr(func)
             activation = layers.get(attr) if attr else None
-        if activation and activation not in facts.returns:
-            facts.returns.append(activation)
-        elif activation is None and "logits" not in facts.returns:
-            facts.returns.append("logits")  # any other return: not provably an activation
+        return activation

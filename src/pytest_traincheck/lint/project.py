@@ -45,14 +45,18 @@ class ClassFacts:
     # ``<method>:<index>:<param>``: a method parameter stored on self (``add_loss_op(self, loss_op)``) that
     # the class then calls as a loss on its own output (``self.loss_op(self(x), y)``)
     loss_params: list[str] = field(default_factory=list)
+    # ``<index>:<what>`` for each element of a tuple that forward returns (``what`` as in ``returns``);
+    # ``-:other`` when some return is not a tuple
+    items: list[str] = field(default_factory=list)
 
 
 # One call of a function by name: (callee as written, callee qualified through the imports or "",
 # the arguments as [position or keyword, what the caller knows it passes]). What is passed reads
-# ``instance:<class>``, ``seq:<last layer>``, ``module:<torch class>``, ``param:<func>:<index>:<name>``
-# (the caller's own parameter) or ``?``; a ``*args``/``**kwargs`` argument has the key ``*``. Two marks
-# about the calling function follow the arguments: ``["!eval", "1"]`` when it switched something to eval mode
-# before the call, ``["!train", "1"]`` when it calls ``.train()`` somewhere.
+# ``instance:<class>``, ``seq:<last layer>``, ``module:<torch class>``, ``act:<activation>`` (a tensor out of
+# it), ``model_out:<class>``, ``model_item:<class>#<index>`` (an element of the tuple its forward returns),
+# ``param:<func>:<index>:<name>`` (the caller's own parameter) or ``?``; a ``*args``/``**kwargs`` argument has
+# the key ``*``. Two marks about the calling function follow the arguments: ``["!eval", "1"]`` when it switched
+# something to eval mode before the call, ``["!train", "1"]`` when it calls ``.train()`` somewhere.
 CallSite = tuple[str, str, list[list[object]]]
 
 # What a torch module class computes when called, for an argument that is one (or a Sequential ending in one).
@@ -161,6 +165,17 @@ class ProjectFacts:
             for p, c in found
         )
 
+    def returns_item(self, name: str, path: str, index: str, activation: str) -> bool:
+        """True if every class of that name returns tuples from forward whose ``index`` element is ``activation``."""
+        found = self._candidates(name, path)
+        if not found:
+            return False
+        for _, c in found:
+            mine = [item.partition(":")[2] for item in c.items if item.partition(":")[0] in (index, "-")]
+            if not mine or any(what != activation for what in mine):
+                return False
+        return True
+
     def recurrent(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
         """True if some class of that name (or a base of it) holds a recurrent layer."""
         seen = _seen if _seen is not None else set()
@@ -225,6 +240,9 @@ class ProjectFacts:
             return self.is_module(condition.name, path) and self.modal(condition.name, path)
         if condition.kind == "maybe-modal":
             return not self.nonmodal(condition.name, path)
+        if condition.kind == "item":  # value ``<index>:<activation>``: an element of the tuple forward returns
+            index, _, activation = condition.value.partition(":")
+            return self.is_module(condition.name, path) and self.returns_item(condition.name, path, index, activation)
         if condition.kind == "loss-param":  # value ``<method>:<position or keyword>:<activation>``
             method, _, rest = condition.value.partition(":")
             slot, _, activation = rest.rpartition(":")
@@ -267,8 +285,9 @@ class ProjectFacts:
         (a model whose forward returns it), ``module:<class>|<class>`` (an instance of one of these torch classes),
         ``modal`` (an instance of a user class with dropout or BatchNorm; of a class the run does not define, when
         the caller switches it with ``.train()``), ``maybe`` (anything but an instance of a class of the run
-        provably without them) or ``any``; and ``!eval``: no caller switched a model to eval
-        mode before the call (followed up the callers of callers that pass their own parameter on).
+        provably without them), ``out:<activation>`` (a tensor that is that activation's output) or ``any``; and
+        ``!eval``: no caller switched a model to eval mode before the call (followed up the callers of callers
+        that pass their own parameter on).
         """
         key = (_norm(path), func, requirements)
         if key in seen or len(seen) > 20:  # a recursive function, or a very long chain of callers
@@ -323,6 +342,14 @@ class ProjectFacts:
             return kind in ("seq", "module") and _MODULE_ACTIVATION.get(detail) == what
         if wanted == "module":
             return kind == "module" and detail in what.split("|")
+        if wanted == "out":  # a tensor: ``act:<activation>`` or an output of a model class (or one element of it)
+            if kind == "act":
+                return detail == what
+            if kind == "model_out":
+                return self.is_module(detail, caller) and self.returns(detail, caller, what)
+            if kind == "model_item":
+                cls, _, index = detail.rpartition("#")
+                return self.is_module(cls, caller) and self.returns_item(cls, caller, index, what)
         return False
 
 

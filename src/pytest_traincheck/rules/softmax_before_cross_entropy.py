@@ -195,6 +195,42 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
                 return -(p.log() * y).sum()
             loss = cross_entropy(F.softmax(z, dim=1), y)
             """),
+        # forward returns (logits, probabilities): the loss gets the logits, here and through a loss helper.
+        Valid("""
+            import torch.nn as nn
+
+            class Detector(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.head = nn.Linear(32, 5)
+                    self.softmax = nn.Softmax(dim=1)
+
+                def forward(self, x):
+                    logits = self.head(x)
+                    return logits, self.softmax(logits)
+
+            def my_loss(classifier, mode):
+                cross_entropy = nn.CrossEntropyLoss()
+                return cross_entropy(classifier, mode)
+
+            net = Detector()
+            criterion = nn.CrossEntropyLoss()
+            loss_fn = my_loss
+            for images, mode in loader:
+                logits, probs = net(images)
+                loss = criterion(logits, mode) + loss_fn(logits, mode)
+            """),
+        # A loss helper whose callers do not all pass probabilities.
+        Valid("""
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            def my_loss(classifier, mode):
+                return nn.CrossEntropyLoss()(classifier, mode)
+
+            train_loss = my_loss(F.softmax(scores, dim=1), labels)
+            val_loss = my_loss(scores, labels)
+            """),
     ]
     INVALID = [
         # A Sequential of named layers (an OrderedDict) ending in Softmax.
@@ -354,6 +390,70 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
                     """,
             },
         ),
+        # forward returns a tuple whose first element is softmax probabilities; a loss helper in this file
+        # receives it through an alias (loss_fn = my_loss), from a training script elsewhere.
+        Invalid(
+            """
+            import torch.nn as nn
+
+            def my_loss(classifier, regression, points, mode):
+                mse = nn.MSELoss()(regression, points)
+                cross_entropy = nn.CrossEntropyLoss()
+                ce = cross_entropy(classifier, mode)
+                return ce * 0.5 + mse * 0.5, mse, ce
+            """,
+            line=6,
+            files={
+                "training.py": """
+                    import torch
+                    from LYTNet import LYTNet
+                    from snippet import my_loss
+
+                    net = LYTNet()
+                    loss_fn = my_loss
+                    optimizer = torch.optim.Adam(net.parameters())
+                    for data in loader:
+                        pred_classes, pred_direc = net(data["image"])
+                        loss, mse, ce = loss_fn(pred_classes, pred_direc, data["points"], data["mode"])
+                        loss.backward()
+                    """,
+                "LYTNet.py": """
+                    import torch.nn as nn
+
+                    class LYTNet(nn.Module):
+                        def __init__(self):
+                            super().__init__()
+                            self.features = nn.Conv2d(3, 32, 3)
+                            self.classifier_light = nn.Sequential(nn.Linear(32, 5), nn.Softmax())
+                            self.regression_direction = nn.Linear(32, 4)
+
+                        def forward(self, x):
+                            x = self.features(x).mean(3).mean(2)
+                            x1 = self.classifier_light(x)
+                            x2 = self.regression_direction(x)
+                            return x1, x2
+                    """,
+            },
+        ),
+        # The same tuple unpacked right before the loss.
+        Invalid("""
+            import torch.nn as nn
+            import torch.nn.functional as F
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(16, 3)
+                    self.box = nn.Linear(16, 4)
+
+                def forward(self, x):
+                    return F.softmax(self.fc(x), dim=1), self.box(x)
+
+            net = Net()
+            criterion = nn.CrossEntropyLoss()
+            probs, boxes = net(x)
+            loss = criterion(probs, y)
+            """, line=16),
         # A LightningModule whose wrapped model returns softmax.
         Invalid("""
             import torch.nn as nn
@@ -398,6 +498,15 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
         elif value.kind == "param_out":
             func, _, param = value.detail.partition(":")
             self.report_if(Condition("param", func, f"{param}=returns:softmax"), node, _param_message(value.detail))
+        elif value.kind == "model_item":
+            name, _, index = value.detail.rpartition("#")
+            self.report_if(Condition("item", name, f"{index}:softmax"), node, _item_message(name, index))
+        elif value.kind == "param":  # def my_loss(classifier, ...): every caller passes softmax probabilities
+            func, _, param = value.detail.partition(":")
+            self.report_if(Condition("param", func, f"{param}=out:softmax"), node,
+                           f"Every call of `{func}` passes as `{param.partition(':')[2]}` softmax probabilities, and "
+                           "cross entropy applies `log_softmax` itself: pass the logits and apply softmax only for "
+                           "reporting.")
 
     def _check_loss_param(self, node: cst.Call) -> None:
         """The loss is a parameter too (``def train(model, loss, ...)``): every caller must pass cross entropy."""
@@ -414,6 +523,13 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
             model_param = value.detail.partition(":")[2]
             self.report_if(Condition("param", func, f"{model_param}=returns:softmax;{wants_loss}"), node,
                            _param_message(value.detail))
+
+
+def _item_message(name: str, index: str) -> str:
+    """The message for element ``index`` of the tuple a model's forward returns."""
+    short = name.rsplit(".", 1)[-1]
+    return (f"`{short}.forward` returns softmax probabilities as element {index} of its tuple, and cross entropy "
+            "applies `log_softmax` itself: return the logits from `forward` and apply softmax only for reporting.")
 
 
 def _param_message(param: str) -> str:
