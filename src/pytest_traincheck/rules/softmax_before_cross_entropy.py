@@ -50,8 +50,12 @@ class SoftmaxBeforeCrossEntropy(FlowRule):
     when every call of that function found in the run, in its own file or
     imported by module path, passes a softmax model (and cross entropy); one
     caller passing logits or something unknown, a `*args` call, or a function
-    only passed around as a callback leaves it unreported. Values chosen in an
-    `if` branch and tuples returned by `forward` are not followed.
+    only passed around as a callback leaves it unreported. The same holds for a
+    loss helper's prediction parameter (`def my_loss(classifier, ...)`, also
+    called through `loss_fn = my_loss`): every caller must pass softmax
+    probabilities, such as the element of the tuple a model's `forward`
+    returns (`probs, boxes = net(x)`). Values chosen in an `if` branch and
+    tuple elements taken by index (`net(x)[0]`) are not followed.
 
     ## Example
     ```python
