@@ -129,6 +129,19 @@ class EvaluationInTrainMode(EvalFlowRule):
             def predict(model, x):
                 return model(x).argmax(1)
             """),
+        # A module's own prediction-head method, calling its submodules, leaves the mode to its caller.
+        Valid("""
+            import torch.nn as nn
+
+            class Decoder(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.decoder_norm = nn.LayerNorm(256)
+                    self.drop = nn.Dropout(0.1)
+
+                def forward_prediction_heads(self, output):
+                    return self.class_embed(self.decoder_norm(output))
+            """),
         # The model's own predict method leaves the mode to its caller.
         Valid("""
             import torch.nn as nn
@@ -474,7 +487,9 @@ class EvaluationInTrainMode(EvalFlowRule):
     def _never_switched(self, flow: EvalFlow) -> None:
         """Flag inference functions and test-data loops of a file whose mode-dependent model never leaves training."""
         for scope in flow.done:
-            if (looks_like_inference_function(scope.name) and scope.model_calls
+            own = scope.key is not None and scope.key[0] and all(
+                (_callee_name(c) or "").startswith("self.") for c in scope.model_calls)
+            if (looks_like_inference_function(scope.name) and scope.model_calls and not own
                     and not (scope.training or scope.toggles)):
                 self._report(scope.model_calls[0], _NEVER_EVAL.format(f"`{scope.name}()`"))
                 continue
