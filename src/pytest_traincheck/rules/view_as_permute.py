@@ -17,6 +17,12 @@ _KEEPS_LAYOUT = frozenset({"eq", "ne", "gt", "ge", "lt", "le", "float", "double"
                            "abs", "neg", "exp", "log", "sigmoid", "tanh", "relu", "clamp", "mul", "add", "sub",
                            "div", "pow", "sqrt", "to", "type", "type_as", "detach", "masked_fill", "logical_not"})
 _DTYPE_WORDS = ("dtype", "float", "int", "uint", "bool", "half", "complex", "bfloat")
+# In-place methods that move a tensor's axes: the sizes unpacked before no longer name its axes in order.
+_MOVES_IN_PLACE = frozenset({"transpose_", "t_", "swapaxes_", "swapdims_", "resize_", "set_", "squeeze_",
+                             "unsqueeze_", "as_strided_"})
+_REORDERED = ("`.{method}({sizes})` lists the sizes of the axes unpacked from `{shape}` in another order: "
+              "`{method}` keeps memory order, so positions and features are mixed instead of moved. Use "
+              "`.permute(...)`/`.transpose(...)` to move axes.")
 
 
 class ViewAsPermute(Rule):
@@ -41,6 +47,13 @@ class ViewAsPermute(Rule):
     multi-head attention does `q.view(bsz, num_heads, tgt_len, head_dim)` on a
     transposed `q`), so `view(B, H, L, D)` with plain sizes is left alone.
 
+    It also flags a `view`/`reshape` that "moves" named axes: the sizes were
+    unpacked from the same tensor's shape (`B, L, H, D = q.shape`) and the view
+    lists two or more of those names in another order (`q.view(B, H, L, -1)`,
+    Informer's attention before its fix). Keeping the order, merging or
+    splitting adjacent axes (`q.view(B, L, H * D)`) and views after a
+    `transpose`/`permute` that rebinds the tensor are fine.
+
     ## Why is this bad?
     `view` never moves data: it reinterprets the same memory with a new shape.
     After `transpose`/`permute` the tensor is no longer laid out in row-major
@@ -53,7 +66,8 @@ class ViewAsPermute(Rule):
     ## Known problems
     Tensors passed between functions or stored on `self` are not followed, and
     a three-or-more-size `view` that merges axes without `-1` or a product
-    is missed.
+    is missed. Reordered sizes are recognised only by the names the same
+    function unpacked from that tensor's `.shape` / `.size()`.
 
     ## Example
     ```python
@@ -69,7 +83,7 @@ class ViewAsPermute(Rule):
     CODE = "TRN403"
     MESSAGE = ("`.view()` on a transposed/permuted tensor reinterprets memory instead of moving axes: use "
                "`permute`/`transpose` to move axes, then `.reshape(...)` (or `.contiguous().view(...)`) to merge them.")
-    TRIGGERS = ("view",)
+    TRIGGERS = ("view", "reshape")
 
     VALID = [
         Valid("x = x.permute(0, 2, 1).contiguous().view(b, -1)\n"),
@@ -116,6 +130,37 @@ class ViewAsPermute(Rule):
             a = x.view(3, 2)
             b = x.permute(1, 0)
             """),
+        # Sizes unpacked from the shape, used in the same order: merging or splitting adjacent axes.
+        Valid("""
+            def forward(self, queries):
+                B, L, _ = queries.shape
+                H = self.n_heads
+                queries = self.query_projection(queries).view(B, L, H, -1)
+                out = queries.reshape(B, L * H, -1)
+                return out.view(B, L, -1)
+            """),
+        # The axes moved by transpose first, then the view (Informer's fix).
+        Valid("""
+            def forward(self, queries, keys):
+                B, L_Q, H, D = queries.shape
+                queries = queries.transpose(2, 1)
+                q = queries.contiguous().view(B, H, L_Q, D)
+                return q
+            """),
+        # The names come from another tensor's shape.
+        Valid("""
+            def forward(self, x, mask):
+                B, C, H, W = x.shape
+                y = self.proj(x).permute(0, 2, 3, 1)
+                return y.reshape(B, H, W, C)
+            """),
+        # The sizes were rebound before the view: they no longer name the unpacked axes.
+        Valid("""
+            def split(x):
+                T, B = x.shape
+                T, B = B, T
+                return x.view(T, B)
+            """),
     ]
     INVALID = [
         Invalid("out = x.permute(0, 2, 1).view(b, -1)\n", line=1, column=7),
@@ -141,37 +186,85 @@ class ViewAsPermute(Rule):
                 correct = pred.eq(target.view(1, -1).expand_as(pred))
                 return [correct[:k].view(-1).float().sum(0) for k in topk]
             """, line=6, column=13),
+        # Informer's ProbAttention: (B, L, H, D) inputs "moved" to (B, H, L, D) with a view.
+        Invalid("""
+            def forward(self, queries, keys, values, attn_mask):
+                B, L_Q, H, D = queries.shape
+                _, L_K, _, _ = keys.shape
+                queries = queries.view(B, H, L_Q, -1)
+                keys = keys.view(B, H, L_K, -1)
+            """, line=4, column=15),
+        # Channels-first to channels-last with reshape.
+        Invalid("""
+            import torch
+            def to_tokens(x: torch.Tensor) -> torch.Tensor:
+                n, c, h, w = x.size()
+                return x.reshape(n, h * w, c)
+            """, line=4, column=12),
+        Invalid("""
+            def attend(q):
+                batch, seq, heads, dim = q.shape
+                scores = q.contiguous().view(batch, heads, seq, dim) @ k
+                return scores
+            """, line=3),
     ]
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
         # name -> holds a transposed tensor; "#ndim:<name>" -> its known rank (from permute's arguments)
         self.scopes: list[dict[str, object]] = [{}]
+        # per scope: tensor name -> (the names its shape was unpacked into, None for `_`; the shape as written)
+        self.shapes: list[dict[str, tuple[list[Optional[str]], str]]] = [{}]
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.scopes.append({})
+        self.shapes.append({})
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.scopes.pop()
+        self.shapes.pop()
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
         moved = self._moves_axes(original_node.value)
         for target in original_node.targets:
-            for name in target_names(target.target):
+            names = target_names(target.target)
+            for name in names:
                 self.scopes[-1][name] = moved and isinstance(target.target, cst.Name)
                 self.scopes[-1]["#ndim:" + name] = _ndim(original_node.value) if moved else None
+            self._forget(names)
+            unpacked = _unpacked_shape(target.target, original_node.value)
+            if unpacked is not None:
+                self.shapes[-1][unpacked[0]] = (unpacked[1], unpacked[2])
 
     def leave_AugAssign(self, original_node: cst.AugAssign) -> None:
         for name in target_names(original_node.target):
             self.scopes[-1][name] = False
+        self._forget(target_names(original_node.target), tensors=False)
 
     def visit_For(self, node: cst.For) -> None:
         for name in target_names(node.target):
             self.scopes[-1][name] = False
+        self._forget(target_names(node.target))
+
+    def _forget(self, names: list[str], tensors: bool = True) -> None:
+        """Drop the unpacked shapes that a rebinding of ``names`` (a tensor, or one of its sizes) invalidates."""
+        shapes = self.shapes[-1]
+        if not shapes or not names:
+            return
+        for tensor in list(shapes):
+            if (tensors and tensor in names) or any(n in names for n in shapes[tensor][0]):
+                del shapes[tensor]
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
-        if not isinstance(func, cst.Attribute) or func.attr.value not in ("view", "view_as"):
+        if not isinstance(func, cst.Attribute):
+            return
+        if func.attr.value in _MOVES_IN_PLACE and isinstance(func.value, cst.Name):
+            self.shapes[-1].pop(func.value.value, None)  # `x.transpose_(1, 2)`: x's axes moved in place
+            return
+        if func.attr.value in ("view", "reshape"):
+            self._check_reordered(node, func)
+        if func.attr.value not in ("view", "view_as"):
             return
         if func.attr.value == "view" and _is_dtype_view(self, node):
             return
@@ -184,6 +277,26 @@ class ViewAsPermute(Rule):
             return
         if func.attr.value == "view_as" or _merges(node, ndim):
             self.report(node)
+
+    def _check_reordered(self, node: cst.Call, func: cst.Attribute) -> None:
+        """Report a view whose sizes name the tensor's unpacked axes in another order (`view(B, H, L, -1)`)."""
+        base = func.value
+        if isinstance(base, cst.Call) and isinstance(base.func, cst.Attribute) and not base.args \
+                and base.func.attr.value == "contiguous":
+            base = base.func.value  # `.contiguous()` copies memory order, it moves no axis
+        if not isinstance(base, cst.Name) or base.value not in self.shapes[-1] or any(a.star for a in node.args):
+            return
+        axes, shape = self.shapes[-1][base.value]
+        sizes = [a.value for a in node.args if a.keyword is None]
+        if len(sizes) == 1 and isinstance(sizes[0], (cst.Tuple, cst.List)):
+            sizes = [e.value for e in sizes[0].elements]
+        named = [n for size in sizes for n in _factors(size) if n in axes]
+        if len(named) < 2 or len(set(named)) != len(named):
+            return
+        positions = [axes.index(n) for n in named]
+        if positions != sorted(positions):
+            self.report(node, _REORDERED.format(method=func.attr.value, sizes=", ".join(
+                self.context.module.code_for_node(s) for s in sizes), shape=shape))
 
     def _moves_axes(self, expr: cst.BaseExpression) -> bool:
         """Return True if ``expr`` is a tensor whose axes were moved, directly or through layout-keeping ops."""
@@ -211,6 +324,41 @@ class ViewAsPermute(Rule):
         if func.attr.value == "t" and (expr.args or dotted_name(func.value) == "self"):
             return False  # Tensor.t() takes no argument; `self.t(x)` is a layer named t
         return not (func.attr.value == "permute" and _identity(expr))
+
+
+def _unpacked_shape(target: cst.BaseExpression,
+                    value: cst.BaseExpression) -> Optional[tuple[str, list[Optional[str]], str]]:
+    """Return (tensor, axis names, shape as written) for `B, L, H, D = x.shape` (or `x.size()`), else None."""
+    if not isinstance(target, (cst.Tuple, cst.List)) or len(target.elements) < 2:
+        return None
+    if isinstance(value, cst.Attribute) and value.attr.value == "shape":
+        tensor = value.value
+    elif isinstance(value, cst.Call) and not value.args and isinstance(value.func, cst.Attribute) \
+            and value.func.attr.value == "size":
+        tensor = value.func.value
+    else:
+        return None
+    if not isinstance(tensor, cst.Name):
+        return None
+    names: list[Optional[str]] = []
+    for element in target.elements:
+        if not isinstance(element, cst.Element) or not isinstance(element.value, cst.Name):
+            return None  # `*rest` or a nested target: positions unknown
+        names.append(None if element.value.value == "_" else element.value.value)
+    known = [n for n in names if n is not None]
+    if len(set(known)) != len(known) or tensor.value in known:
+        return None
+    suffix = ".shape" if isinstance(value, cst.Attribute) else ".size()"
+    return tensor.value, names, tensor.value + suffix
+
+
+def _factors(size: cst.BaseExpression) -> list[str]:
+    """Return the names multiplied in a size: `L` -> [L], `h * w` -> [h, w] (merged axes); else []."""
+    if isinstance(size, cst.Name):
+        return [size.value]
+    if isinstance(size, cst.BinaryOperation) and isinstance(size.operator, cst.Multiply):
+        return _factors(size.left) + _factors(size.right)
+    return []
 
 
 def _permute_dims(call: cst.Call) -> list[Optional[int]]:
