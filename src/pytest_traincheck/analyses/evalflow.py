@@ -446,6 +446,9 @@ def transform_elements(context: FileContext, values: dict[str, cst.BaseExpressio
         return [expr]
     if isinstance(expr, cst.Name) and expr.value in values:
         return transform_elements(context, values, values[expr.value], depth + 1)
+    helper = _RETURNS + expr.func.value if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) else ""
+    if helper in values:  # `get_train_transforms(mean, std)`: what the helper of this file returns
+        return transform_elements(context, values, values[helper], depth + 1)
     if isinstance(expr, (cst.List, cst.Tuple)):
         return [e for element in expr.elements
                 for e in transform_elements(context, values, element.value, depth + 1)]
@@ -477,6 +480,10 @@ def data_role(context: FileContext, call: Optional[cst.Call], names: str) -> Opt
     return "eval" if is_eval_name(names) else "train" if is_train_name(names) else None
 
 
+# The key under which ``TransformRule.values`` keeps what a helper function of the file returns.
+_RETURNS = "#returns:"
+
+
 class TransformRule(Rule):
     """A rule judging transform pipelines by the data they are used for (``on_pipeline``)."""
 
@@ -485,6 +492,42 @@ class TransformRule(Rule):
         self.values: dict[str, cst.BaseExpression] = {}
         self.targets: list[cst.Assign] = []
         self.seen: set[int] = set()
+        self.classes = 0
+        self.returns: list[list[Optional[cst.BaseExpression]]] = []  # per enclosing def: what it returns
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes += 1
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self.classes -= 1
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.returns.append([])
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if self.returns:
+            self.returns[-1].append(node.value)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        returned = self.returns.pop()
+        # A module-level helper with one return of a pipeline written out in it (`return T.Compose([...])`):
+        # calling it builds that pipeline. Several returns (a train/eval switch) are not followed.
+        if self.returns or self.classes or len(returned) != 1 or returned[0] is None:
+            return
+        if is_transform_pipeline(self.context, {}, returned[0]):
+            self.values[_RETURNS + original_node.name.value] = returned[0]
+        else:
+            self.values.pop(_RETURNS + original_node.name.value, None)
+
+    def helper_call(self, expr: cst.BaseExpression) -> Optional[cst.Call]:
+        """Return the call of a helper that builds the pipeline ``expr`` (or the name bound to it), else None."""
+        for _ in range(8):
+            if not isinstance(expr, cst.Name) or expr.value not in self.values:
+                break
+            expr = self.values[expr.value]
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and _RETURNS + expr.func.value in self.values:
+            return expr
+        return None
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.targets.append(node)

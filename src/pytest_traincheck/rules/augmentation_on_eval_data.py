@@ -8,6 +8,10 @@ from pytest_traincheck.analyses.evalflow import TransformRule, is_random_transfo
 from pytest_traincheck.lint.rule import Invalid, Valid
 
 
+_FROM_HELPER = ("`{}()` returns random augmentation (`{}`) and it is used for evaluation data, so the metric is "
+                "noisy and biased: build the evaluation pipeline from deterministic transforms.")
+
+
 class AugmentationOnEvalData(TransformRule):
     """Flags random augmentation (`RandomCrop`, `ColorJitter`, `RandAugment`...) in evaluation transforms.
 
@@ -19,6 +23,9 @@ class AugmentationOnEvalData(TransformRule):
 
     * assigned to a name for evaluation (`val_transform = Compose([...])`,
       `test_tf`), or under a `"val"` / `"test"` key of a dict of pipelines;
+      also when the pipeline is what a helper function of the file returns
+      (`val_transforms = get_train_transforms(mean, std)`, reported at the call;
+      helpers with one `return` of a pipeline written out in it);
     * passed as `transform=` (or positionally, as `ImageFolder(valdir, ...)`
       takes it) to a dataset built with `train=False`, `split="test"` /
       `"validation"`, from a path named like `valdir`, or assigned to a name
@@ -98,6 +105,26 @@ class AugmentationOnEvalData(TransformRule):
             from torchvision.transforms import v2
             tta_val_transform = v2.Compose([v2.RandomHorizontalFlip(), v2.ToTensor()])
             """),
+        # Helpers returning the training and the evaluation pipelines, each used for its own data.
+        Valid("""
+            import torchvision.transforms as T
+            def get_train_transforms(mean, std):
+                return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+            def get_val_transforms(mean, std):
+                return T.Compose([T.ToTensor(), T.Normalize(mean=mean, std=std)])
+            train_transforms = get_train_transforms(mean, std)
+            val_transforms = get_val_transforms(mean, std)
+            valset = CIFAR10(root, train=False, transform=val_transforms)
+            """),
+        # A helper that switches on a flag: which branch runs is not known.
+        Valid("""
+            from torchvision import transforms
+            def build_transform(is_train):
+                if is_train:
+                    return transforms.Compose([transforms.RandomResizedCrop(224), transforms.ToTensor()])
+                return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+            val_transform = build_transform(False)
+            """),
         # A random function that is not a transform.
         Valid("""
             import random
@@ -134,12 +161,41 @@ class AugmentationOnEvalData(TransformRule):
             """, line=3, column=60),
     ]
 
+    INVALID = [*INVALID,
+        # image-classification-codebase's CIFAR loader: the validation set built with the training helper.
+        Invalid("""
+            import torchvision.transforms as T
+            def get_train_transforms(mean, std):
+                return T.Compose([
+                    T.RandomCrop(32, padding=4),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(mean=mean, std=std)
+                ])
+            def _cifar(root, mean, std, dataset_builder):
+                train_transforms = get_train_transforms(mean, std)
+                val_transforms = get_train_transforms(mean, std)
+                trainset = dataset_builder(root, train=True, transform=train_transforms)
+                valset = dataset_builder(root, train=False, transform=val_transforms)
+            """, line=11, column=22),
+        # The helper passed straight to the test dataset.
+        Invalid("""
+            from torchvision import datasets, transforms
+            def augment():
+                return transforms.Compose([transforms.ColorJitter(0.4), transforms.ToTensor()])
+            test_set = datasets.CIFAR10("data", train=False, transform=augment())
+            """, line=4, column=60),
+    ]
+
     def on_pipeline(self, expr: cst.BaseExpression, elements: list[cst.BaseExpression], role: str) -> None:
         if role != "eval":
             return
+        helper = self.helper_call(expr)
         for element in elements:
             if isinstance(element, cst.Call) and is_random_transform(transform_name(self.context, element)):
-                if id(element) not in self.seen:
-                    self.seen.add(id(element))
-                    self.report(element)
+                anchor = helper or element  # a helper's pipeline: at the call, where it meets the eval data
+                if id(anchor) not in self.seen:
+                    self.seen.add(id(anchor))
+                    self.report(anchor, None if helper is None else _FROM_HELPER.format(
+                        helper.func.value, transform_name(self.context, element)))  # type: ignore[union-attr]
                 return
