@@ -22,7 +22,7 @@ def _cases() -> list:
 
 @pytest.mark.parametrize(("rule", "example"), _cases())
 def test_rule_example(rule: type[Rule], example: Valid | Invalid) -> None:
-    files = example.files if isinstance(example, Invalid) else None
+    files = example.files
     findings, _ = lint_source(example.source(), [rule.CODE], files=files, dedent=False)
     if isinstance(example, Valid):
         assert findings == [], f"false positive: {findings}"

@@ -29,6 +29,10 @@ from pytest_traincheck.lint.project import ClassFacts, FileFacts, ProjectFacts
 __all__ = ["ClassFacts", "FactsCollector", "FileFacts", "ProjectFacts", "activation_of", "contains_recurrent",
            "module_activation"]
 
+# What a DataLoader subclass passes or sets when it decides the order of the samples itself.
+_ORDER_WORDS = frozenset({"shuffle", "sampler", "batch_sampler"})
+
+
 def activation_of(context: FileContext, expr: cst.BaseExpression, layers: dict[str, str]) -> Optional[str]:
     """Return 'softmax' / 'log_softmax' / 'sigmoid' if ``expr`` is such a call, else None.
 
@@ -144,6 +148,7 @@ class FactsCollector(cst.BatchableCSTVisitor):
             if method is not None:
                 self._note_method_assign(method, attr, target.target, node.value)
             if attr is not None:
+                facts.orders = facts.orders or attr in _ORDER_WORDS
                 held = self._user_class(node.value)
                 activation = module_activation(self.context, node.value) or held
                 if activation:
@@ -185,6 +190,10 @@ class FactsCollector(cst.BatchableCSTVisitor):
             return
         if _own_output(node.args[0].value, method[2]):  # self.loss_op(self(x), y)
             self._loss_attrs[-1].add(attr)
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if self._stack and node.keyword is not None and node.keyword.value in _ORDER_WORDS:
+            self._stack[-1][0].orders = True  # `super().__init__(dataset, shuffle=True, ...)`
 
     def visit_Expr(self, node: cst.Expr) -> None:
         call = node.value
@@ -242,6 +251,8 @@ class FactsCollector(cst.BatchableCSTVisitor):
         return f"class:{qual or name}"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if self._stack and node.name.value == "__iter__":
+            self._stack[-1][0].orders = True  # a loader that iterates in its own order
         if self._stack and node.name.value == "forward":
             self._in_forward += 1
             self._locals.append({})

@@ -26,9 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CACHE_DIR_NAME = ".traincheck_cache"
 # Bumped whenever an entry's layout changes (2: facts hold functions and call sites; 3: classes say whether
-# they depend on train/eval mode, call sites carry the caller's mode switches; 4: facts hold star imports),
-# so that entries written by an older layout are never read back.
-SCHEMA = "4"
+# they depend on train/eval mode, call sites carry the caller's mode switches; 4: facts hold star imports;
+# 5: classes say whether they set a loader's order), so that entries written by an older layout are never read back.
+SCHEMA = "5"
 
 
 @lru_cache(maxsize=1)

@@ -48,6 +48,8 @@ class ClassFacts:
     # ``<index>:<what>`` for each element of a tuple that forward returns (``what`` as in ``returns``);
     # ``-:other`` when some return is not a tuple
     items: list[str] = field(default_factory=list)
+    # Decides its own sample order: passes shuffle=/sampler=/batch_sampler=, sets self.sampler, or defines __iter__.
+    orders: bool = False
 
 
 # One call of a function by name: (callee as written, callee qualified through the imports or "",
@@ -58,6 +60,8 @@ class ClassFacts:
 # the key ``*``. Two marks about the calling function follow the arguments: ``["!eval", "1"]`` when it switched
 # something to eval mode before the call, ``["!train", "1"]`` when it calls ``.train()`` somewhere.
 CallSite = tuple[str, str, list[list[object]]]
+
+_DATALOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 
 # What a torch module class computes when called, for an argument that is one (or a Sequential ending in one).
 _MODULE_ACTIVATION = {"torch.nn.Softmax": "softmax", "torch.nn.LogSoftmax": "log_softmax", "torch.nn.Sigmoid": "sigmoid"}
@@ -222,6 +226,16 @@ class ProjectFacts:
                 return True
         return False
 
+    def is_loader(self, name: str, path: str, _seen: Optional[set[str]] = None) -> bool:
+        """True if every class of that name derives from torch's DataLoader and none on the way sets the order."""
+        seen = _seen if _seen is not None else set()
+        found = self._candidates(name, path)
+        if name in seen or not found:
+            return False
+        seen.add(name)
+        return all(not c.orders and any(b in _DATALOADERS or (not b.startswith("torch.") and self.is_loader(b, p, seen))
+                                        for b in c.bases) for p, c in found)
+
     def holds(self, condition: Condition, path: str) -> bool:
         """Settle a deferred finding's condition, for a finding in the file ``path``."""
         if condition.kind == "returns":
@@ -230,6 +244,8 @@ class ProjectFacts:
             return any(self.is_module(name, path) and self.recurrent(name, path) for name in condition.name.split("|"))
         if condition.kind == "not-recurrent":
             return not self.recurrent(condition.name, path)
+        if condition.kind == "loader":
+            return self.is_loader(condition.name, path)
         if condition.kind == "param":
             return self.param_holds(condition.name, condition.value, path, set())
         if condition.kind == "torch-missing":  # TRN208 under a torch release other than the shipped table's

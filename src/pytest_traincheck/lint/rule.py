@@ -28,6 +28,7 @@ class Valid:
     """A snippet on which the rule must stay quiet."""
 
     code: str
+    files: Optional[dict[str, str]] = None  # other files of the same run, for cross-file rules
 
     def source(self) -> str:
         """Return the dedented snippet."""

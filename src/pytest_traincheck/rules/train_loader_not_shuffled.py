@@ -8,12 +8,15 @@ from typing import Optional
 import libcst as cst
 
 from pytest_traincheck.analyses.evalflow import is_eval_name, is_train_name, source_of
+from pytest_traincheck.lint.project import Condition
 from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name, get_arg, is_false, is_true, receiver
 
 _LOADERS = frozenset({"torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"})
 _ON_CPU = ("The training `DataLoader` shuffles only when CUDA is available, so on CPU every epoch sees the "
            "batches in the same order: pass `shuffle=True` unconditionally.")
 _KEY = "shuffle"
+_SUBCLASS = ("The training `{}` (a `DataLoader` subclass that leaves the order to its arguments) does not shuffle, "
+             "so every epoch sees the batches in the same order: pass `shuffle=True` (or a random sampler).")
 _ONLY_WHEN = ("The training `DataLoader` shuffles only when `{}`, so otherwise every epoch sees the batches in "
               "the same order: pass `shuffle=True` unconditionally.")
 
@@ -44,13 +47,19 @@ class TrainLoaderNotShuffled(Rule):
     which are False on CPU. A `shuffle=True` merged into the keyword arguments
     only under a condition (`if use_cuda:`, `if use_accel:`, any flag) leaves the
     other branch unshuffled and is flagged too, unless both branches set it.
-    The finding is at the `DataLoader` call.
+    The finding is at the `DataLoader` call. A class of the project that derives
+    from `DataLoader` (in any file of the run: deepspeech.pytorch's
+    `AudioDataLoader(train_dataset, ...)`) is judged like `DataLoader` itself,
+    unless it decides the order on its own (passes `shuffle=`/`sampler=`/
+    `batch_sampler=`, sets `self.sampler` or defines `__iter__`).
 
     It stays quiet for evaluation names (`test`, `val`, `eval`: `train_eval_loader`
     too), for datasets that are iterable (a class of the file deriving from
     `IterableDataset`, `load_dataset(..., streaming=True)`, WebDataset) since
     those cannot be shuffled by the loader, and when `shuffle=` is a value it
-    cannot know (`shuffle=args.shuffle`).
+    cannot know (`shuffle=args.shuffle`). A loader that is only read once, as a
+    single `next(iter(loader))` outside any loop, has no epochs whose order could
+    repeat and is left alone.
 
     ## Why is this bad?
     Without shuffling, every epoch presents the samples in the same order, often
@@ -63,6 +72,8 @@ class TrainLoaderNotShuffled(Rule):
     Training data that must stay in order (truncated backpropagation through
     time over one long sequence) is flagged; silence it with `# noqa: TRN401`.
     Loaders built in one file from datasets of another are judged by names only.
+    A `DataLoader` subclass that passes the shuffle flag to `DataLoader`
+    positionally is taken for one that leaves the order to its arguments.
 
     ## Example
     ```python
@@ -79,7 +90,7 @@ class TrainLoaderNotShuffled(Rule):
     MESSAGE = ("The training `DataLoader` does not shuffle, so every epoch sees the batches in the same order: "
                "pass `shuffle=True` (or a random sampler).")
     SEVERITY = "warning"
-    TRIGGERS = ("DataLoader",)
+    TRIGGERS = ("Loader", "loader")
 
     VALID = [
         Valid("""
@@ -133,6 +144,48 @@ class TrainLoaderNotShuffled(Rule):
                 train_kwargs.update({'shuffle': True})
             train_loader = torch.utils.data.DataLoader(train_set, **train_kwargs)
             """),
+        # pytorch/examples' forward-forward: the shuffle only on an accelerator, but the training set is
+        # read once, as a single batch: there are no epochs whose order could repeat.
+        Valid("""
+            import torch
+            from torch.utils.data import DataLoader
+            from torchvision.datasets import MNIST
+            def main(args):
+                use_accel = not args.no_accel and torch.accelerator.is_available()
+                train_kwargs = {"batch_size": args.train_size}
+                if use_accel:
+                    accel_kwargs = {"num_workers": 1, "pin_memory": True, "shuffle": True}
+                    train_kwargs.update(accel_kwargs)
+                train_loader = DataLoader(MNIST("./data/", train=True, download=True), **train_kwargs)
+                x, y = next(iter(train_loader))
+                net = Net([784, 500, 500])
+                net.train(x.to(device), y.to(device))
+            """),
+        # A DataLoader subclass of the project that shuffles on its own.
+        Valid("""
+            import torch
+            from data.loaders import BucketLoader
+            train_loader = BucketLoader(train_dataset, batch_size=32, num_workers=4)
+            """, files={"data/loaders.py": """
+            from torch.utils.data import DataLoader, RandomSampler
+            class BucketLoader(DataLoader):
+                def __init__(self, dataset, **kwargs):
+                    super().__init__(dataset, sampler=RandomSampler(dataset), **kwargs)
+            """}),
+        # A wrapper around a loader (not a DataLoader subclass), and a loader class the run does not define.
+        Valid("""
+            import torch
+            from utils import CudaPrefetcher
+            from speech.data import AudioDataLoader
+            train_prefetcher = CudaPrefetcher(train_loader)
+            train_loader = AudioDataLoader(train_dataset, batch_size=32)
+            """, files={"utils.py": """
+            import torch
+            class CudaPrefetcher:
+                def __init__(self, loader):
+                    self.loader = loader
+                    self.stream = torch.cuda.Stream()
+            """}),
         # Shuffled unconditionally before the conditional device options.
         Valid("""
             import torch
@@ -184,6 +237,42 @@ class TrainLoaderNotShuffled(Rule):
             dataset1 = datasets.MNIST('../data', train=True, download=True, transform=transform)
             train_loader = torch.utils.data.DataLoader(dataset1, **train_kwargs)
             """, line=9, column=16),
+        # The first batch drawn again every epoch: the same samples each time without shuffling.
+        Invalid("""
+            from torch.utils.data import DataLoader
+            def main(train_set):
+                train_loader = DataLoader(train_set, batch_size=512)
+                for epoch in range(10):
+                    x, y = next(iter(train_loader))
+                    step(x, y)
+            """, line=3, column=20),
+        # Peeked at once, then iterated for the epochs.
+        Invalid("""
+            from torch.utils.data import DataLoader
+            train_loader = DataLoader(train_dataset, batch_size=64)
+            sample, _ = next(iter(train_loader))
+            for epoch in range(5):
+                for x, y in train_loader:
+                    step(x, y)
+            """, line=2, column=16),
+        # deepspeech.pytorch: the training AudioDataLoader (a DataLoader subclass in another file) unshuffled.
+        Invalid("""
+            import torch
+            from data.data_loader import AudioDataLoader, SpectrogramDataset
+            train_dataset = SpectrogramDataset(audio_conf=audio_conf, manifest_filepath=args.train_manifest)
+            train_loader = AudioDataLoader(train_dataset, batch_size=args.batch_size,
+                                           num_workers=args.num_workers)
+            """, line=4, column=16, files={"data/data_loader.py": """
+            import torch
+            from torch.utils.data import DataLoader, Dataset
+            class SpectrogramDataset(Dataset):
+                def __getitem__(self, index):
+                    return self.parse(self.ids[index])
+            class AudioDataLoader(DataLoader):
+                def __init__(self, *args, **kwargs):
+                    super(AudioDataLoader, self).__init__(*args, **kwargs)
+                    self.collate_fn = _collate_fn
+            """}),
         # Any flag: shuffle set only when the user asks for a feature.
         Invalid("""
             from torch.utils.data import DataLoader
@@ -199,9 +288,16 @@ class TrainLoaderNotShuffled(Rule):
         self.values: dict[str, cst.BaseExpression] = {}
         self.iterable_classes: set[str] = set()
         self.targets: list[cst.Assign] = []
+        self.scopes: list[cst.CSTNode] = [context.module]  # the enclosing function definitions
         self.ifs: list[_Branch] = []
         # dict name -> shuffle values set by later updates, with the branch they were set in (None: always)
         self.updates: dict[str, list[tuple[Optional[cst.BaseExpression], Optional[_Branch]]]] = {}
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.scopes.append(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.scopes.pop()
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         if any((dotted_name(b.value) or "").endswith("IterableDataset") for b in node.bases):
@@ -244,10 +340,42 @@ class TrainLoaderNotShuffled(Rule):
                     self._record_update(recv.value, arg.value)
         elif self.qualname(node.func) in _LOADERS:
             message = self._problem(node)
-            if message:
+            if message and not self._only_peeked():
                 self.report(node, message)
+        else:
+            self._user_loader(node)
+
+    def _user_loader(self, node: cst.Call) -> None:
+        """Report a user class deriving from DataLoader (settled in the project pass) built like one."""
+        written = dotted_name(node.func)
+        qual = self.qualname(node.func) or written or ""
+        if written is None or qual.startswith("torch.") or not written.rsplit(".", 1)[-1][:1].isupper():
+            return
+        if sum(1 for a in node.args if a.keyword is None) > 2:
+            return  # its own signature: positions beyond (dataset, batch_size) may mean anything
+        message = self._problem(node)
+        if message and not self._only_peeked():
+            if message == self.MESSAGE:
+                message = _SUBCLASS.format(written)
+            self.report_if(Condition("loader", qual), node, message)
 
     # -- helpers ----------------------------------------------------------------------
+    def _only_peeked(self) -> bool:
+        """True if the loader being assigned is only ever read as one `next(iter(loader))`, outside loops.
+
+        One batch drawn once (pytorch/examples' forward-forward reads the whole training set as a
+        single batch) has no epochs whose order could repeat.
+        """
+        if not self.targets or len(self.targets[-1].targets) != 1:
+            return False
+        target = self.targets[-1].targets[0].target
+        if not isinstance(target, cst.Name):
+            return False
+        scope = self.scopes[-1]
+        body = scope.body if isinstance(scope, cst.FunctionDef) else scope
+        uses = _reads(body, target.value, self.targets[-1], False)
+        return bool(uses) and all(uses)
+
     def _record_update(self, name: str, value: Optional[cst.BaseExpression], known: bool = True) -> None:
         if value is None and known:
             return  # a known dict without "shuffle": changes nothing
@@ -338,3 +466,37 @@ class TrainLoaderNotShuffled(Rule):
         streaming = get_arg(built, "streaming")
         return (name.rsplit(".", 1)[-1] in self.iterable_classes or "Iterable" in name or "WebDataset" in name
                 or "IterDataPipe" in name or (streaming is not None and not is_false(streaming.value)))
+
+
+def _peek_of(node: cst.CSTNode, name: str) -> bool:
+    """True for `next(iter(name))`."""
+    if not (isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "next"
+            and len(node.args) == 1):
+        return False
+    inner = node.args[0].value
+    return (isinstance(inner, cst.Call) and isinstance(inner.func, cst.Name) and inner.func.value == "iter"
+            and len(inner.args) == 1 and isinstance(inner.args[0].value, cst.Name)
+            and inner.args[0].value.value == name)
+
+
+_LOOPS = (cst.For, cst.While, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+
+
+def _reads(node: cst.CSTNode, name: str, skip: cst.CSTNode, in_loop: bool) -> list[bool]:
+    """Every read of ``name`` under ``node``: True for a single `next(iter(name))` outside loops, else False."""
+    if node is skip:
+        return []
+    if _peek_of(node, name):
+        return [not in_loop]
+    if isinstance(node, cst.Name):
+        return [False] if node.value == name else []
+    if isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+        in_loop = True  # a nested function may run any number of times
+    found: list[bool] = []
+    for child in node.children:
+        if isinstance(node, cst.Attribute) and child is node.attr:
+            continue  # `args.train_loader` is another name
+        if isinstance(node, cst.Arg) and child is node.keyword:
+            continue
+        found += _reads(child, name, skip, in_loop or isinstance(node, _LOOPS))
+    return found
