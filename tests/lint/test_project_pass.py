@@ -194,3 +194,54 @@ def test_a_loss_handed_to_a_self_training_model_is_settled_through_the_cache(
     elsewhere = SELF_TRAINING_MODEL.replace("self.loss_op(y_pred, y)", "self.loss_op(y, y)")
     (tmp_path / "model.py").write_text(elsewhere)  # the stored loss no longer sees the model's output
     assert _lint(tmp_path, capsys, "--select", "TRN205") == []
+
+
+SAVE_HELPER = """
+import torch
+
+
+def save_model(model, path):
+    torch.save(model.state_dict(), path)
+"""
+SAVE_HELPER_GUARDED = SAVE_HELPER.replace("    torch.save", "    if torch.distributed.get_rank() == 0:\n        torch.save")
+DISTRIBUTED_MAIN = """
+import torch.distributed as dist
+from model import save_model
+
+
+def main(args):
+    dist.init_process_group("nccl")
+    save_model(model, "last.pt")
+"""
+LOADER = """
+from torch.utils.data import DataLoader
+
+
+class AudioDataLoader(DataLoader):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+"""
+LOADER_SHUFFLING = LOADER.replace("(*args, **kwargs)\n", "(*args, shuffle=True, **kwargs)\n")
+LOADER_MAIN = """
+import torch
+from data_loader import AudioDataLoader
+
+train_loader = AudioDataLoader(train_dataset, batch_size=32)
+"""
+
+
+@pytest.mark.parametrize(("helper", "guarded", "main_file", "code", "expected"), [
+    (SAVE_HELPER, SAVE_HELPER_GUARDED, DISTRIBUTED_MAIN, "TRN712", "main.py:8:5 TRN712"),
+    (LOADER, LOADER_SHUFFLING, LOADER_MAIN, "TRN401", "main.py:5:16 TRN401"),
+], ids=["save-helper", "loader-subclass"])
+def test_what_a_function_or_class_of_another_file_does_is_settled_through_the_cache(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], helper: str, guarded: str, main_file: str, code: str,
+        expected: str) -> None:
+    name = "model.py" if code == "TRN712" else "data_loader.py"
+    (tmp_path / name).write_text(helper)
+    (tmp_path / "main.py").write_text(main_file)
+    assert _lint(tmp_path, capsys, "--select", code) == [expected]
+    (tmp_path / name).write_text(guarded)  # only the other file changes: main.py comes from the cache
+    assert _lint(tmp_path, capsys, "--select", code) == []
+    (tmp_path / name).write_text(helper)
+    assert _lint(tmp_path, capsys, "--select", code) == [expected]

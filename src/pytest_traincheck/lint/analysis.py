@@ -28,6 +28,7 @@ from pytest_traincheck.lint.context import FileContext, ImportTracker
 from pytest_traincheck.lint import engine
 from pytest_traincheck.lint.engine import FileResult, Settings, syntax_finding
 from pytest_traincheck.analyses.dataflow import CallSites, Tracker
+from pytest_traincheck.analyses.distributed import SaveSites
 from pytest_traincheck.analyses.facts import FactsCollector, FileFacts
 from pytest_traincheck.lint.noqa import parse_noqa, suppressed
 from pytest_traincheck.lint.walk import walk
@@ -282,7 +283,9 @@ def build_visitors(context: FileContext, rules: Sequence[type[Rule]],
         return [*first, *(context.shared(kind) for kind in kinds), *instances]
     kinds.setdefault(Tracker)  # the call sites record what the tracker knows each argument holds
     calls = CallSites(facts.context, facts.facts)
-    return [*first, *(context.shared(kind) for kind in kinds), calls, *instances]
+    # Which functions save on every rank (TRN712 across files): only a file that mentions saving can.
+    saves = [SaveSites(facts.context, facts.facts)] if "save" in context.source else []
+    return [*first, *(context.shared(kind) for kind in kinds), calls, *saves, *instances]
 
 
 def _traverse(context: FileContext, rules: Sequence[type[Rule]]) -> tuple[FileFacts, list[str]]:

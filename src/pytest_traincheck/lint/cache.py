@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 CACHE_DIR_NAME = ".traincheck_cache"
 # Bumped whenever an entry's layout changes (2: facts hold functions and call sites; 3: classes say whether
 # they depend on train/eval mode, call sites carry the caller's mode switches; 4: facts hold star imports;
-# 5: classes say whether they set a loader's order), so that entries written by an older layout are never read back.
-SCHEMA = "5"
+# 5: classes say whether they set a loader's order; 6: facts hold the functions that save on every rank),
+# so that entries written by an older layout are never read back.
+SCHEMA = "6"
 
 
 @lru_cache(maxsize=1)
@@ -110,8 +111,9 @@ def decode(raw: object) -> "FileResult":
         if not isinstance(pair, list) or len(pair) != 2:
             raise BadEntry("deferred: not a pair")
         deferred.append((_build(Finding, pair[0]), _build(Condition, pair[1])))
-    if set(facts) != {"classes", "functions", "calls", "stars"} or not isinstance(facts["classes"], dict) \
-            or not _CHECKS["list[str]"](facts["functions"]) or not _CHECKS["list[str]"](facts["stars"]):
+    if set(facts) != {"classes", "functions", "calls", "stars", "saves"} or not isinstance(facts["classes"], dict) \
+            or not _CHECKS["list[str]"](facts["functions"]) or not _CHECKS["list[str]"](facts["stars"]) \
+            or not _CHECKS["list[str]"](facts["saves"]):
         raise BadEntry("facts: wrong fields")
     classes = {}
     for name, values in facts["classes"].items():
@@ -120,7 +122,8 @@ def decode(raw: object) -> "FileResult":
     if any(f.path != path for f in findings) or any(f.path != path for f, _ in deferred):
         raise BadEntry("a finding of another file")
     return FileResult(path=path, findings=findings, deferred=deferred,
-                      facts=FileFacts(classes, list(facts["functions"]), calls, list(facts["stars"])), internal_error=internal_error)
+                      facts=FileFacts(classes, list(facts["functions"]), calls, list(facts["stars"]),
+                                      list(facts["saves"])), internal_error=internal_error)
 
 
 def _call_site(site: object) -> CallSite:

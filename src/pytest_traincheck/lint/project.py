@@ -76,12 +76,13 @@ class FileFacts:
     functions: list[str] = field(default_factory=list)
     calls: list[CallSite] = field(default_factory=list)
     stars: list[str] = field(default_factory=list)
+    saves: list[str] = field(default_factory=list)  # module-level functions calling torch.save outside rank tests
 
     def to_dict(self) -> dict[str, object]:
         """Return plain data for the cache."""
         return {"classes": {name: vars(facts) for name, facts in self.classes.items()},
                 "functions": list(self.functions), "calls": [list(site) for site in self.calls],
-                "stars": list(self.stars)}
+                "stars": list(self.stars), "saves": list(self.saves)}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> "FileFacts":
@@ -89,7 +90,8 @@ class FileFacts:
         classes = {name: ClassFacts(**values) for name, values in data["classes"].items()}  # type: ignore[attr-defined]
         calls = [(str(w), str(q), list(a)) for w, q, a in data["calls"]]  # type: ignore[attr-defined]
         return cls(classes, [str(f) for f in data["functions"]], calls,  # type: ignore[attr-defined]
-                   [str(m) for m in data.get("stars", [])])  # type: ignore[attr-defined]
+                   [str(m) for m in data.get("stars", [])],  # type: ignore[attr-defined]
+                   [str(f) for f in data.get("saves", [])])  # type: ignore[attr-defined]
 
 
 class ProjectFacts:
@@ -111,12 +113,15 @@ class ProjectFacts:
         self.calls: dict[str, list[tuple[str, CallSite]]] = {}  # by the callee's last name
         self.functions: dict[str, set[str]] = {}  # file -> its module-level functions
         self.stars: dict[str, list[str]] = {}  # file -> the modules it star-imports
+        self.saves: dict[str, set[str]] = {}  # file -> its module-level functions that save on every rank
         for path, facts in files:
             if facts.stars:
                 self.stars[_norm(path)] = facts.stars
             for name, cls in facts.classes.items():
                 self.classes.setdefault(name, []).append((path, cls))
             self.functions[_norm(path)] = set(facts.functions)
+            if facts.saves:
+                self.saves[_norm(path)] = set(facts.saves)
             for site in facts.calls:
                 self.calls.setdefault(site[0].rsplit(".", 1)[-1], []).append((path, site))
 
@@ -246,6 +251,8 @@ class ProjectFacts:
             return not self.recurrent(condition.name, path)
         if condition.kind == "loader":
             return self.is_loader(condition.name, path)
+        if condition.kind == "saves":
+            return self.function_saves(condition.name, path)
         if condition.kind == "param":
             return self.param_holds(condition.name, condition.value, path, set())
         if condition.kind == "torch-missing":  # TRN208 under a torch release other than the shipped table's
@@ -266,6 +273,14 @@ class ProjectFacts:
                 and self.loss_param(condition.name, path, method, slot)
         raise ValueError(f"unknown condition kind {condition.kind!r}")
 
+
+    def function_saves(self, qual: str, path: str) -> bool:
+        """True if ``module.func`` imported by ``path`` is a function of the run that calls torch.save unguarded."""
+        module, _, func = qual.rpartition(".")
+        if not module:
+            return False
+        resolved = next((f for f in _module_files(module, path) if f in self.functions), None)
+        return resolved is not None and func in self.saves.get(resolved, set())
 
     # -- parameters: what every call site passes ------------------------------------------------
     def call_sites(self, func: str, path: str) -> list[tuple[str, list[list[object]]]]:

@@ -6,11 +6,22 @@ from typing import Optional
 
 import libcst as cst
 
-from pytest_traincheck.analyses.distributed import INIT_CALLS, is_rank_test
+from pytest_traincheck.analyses.distributed import (
+    INIT_CALLS,
+    SAVE,
+    is_rank_test,
+    node_index_of,
+    node_tests,
+    returns_early,
+)
 from pytest_traincheck.analyses.evalflow import source_of
-from pytest_traincheck.lint.rule import Invalid, Rule, Valid
+from pytest_traincheck.lint.project import Condition
+from pytest_traincheck.lint.rule import Invalid, Rule, Valid, dotted_name
 
-_SAVE = "torch.save"
+_HELPER = ("`{}(...)` calls `torch.save` (`{}`) and runs on every rank of this distributed program, so all ranks "
+           "write the file at once: call it under `if dist.get_rank() == 0:` and `dist.barrier()` before loading.")
+_NODE_GUARD = ("This save is guarded by `{}`, which tests the node index, not the rank: every process of that "
+               "node writes the same file at once. Guard with the global rank (`dist.get_rank() == 0`).")
 
 
 class SaveNotRankGuarded(Rule):
@@ -23,7 +34,15 @@ class SaveNotRankGuarded(Rule):
     `return` under such a test. A save inside a function is reported only when this
     file calls it (or passes it, as to `mp.spawn`) outside a rank test too, or it is
     the function that initialises the process group (a helper called only from
-    guarded code is fine).
+    guarded code is fine). A function of another module of the project that
+    saves outside any rank test (SimCLR's `save_model(...)`, defined in
+    `model.py`) is followed: its unguarded call is reported at the call.
+
+    A test of the node index is not a rank test: `node_rank == 0` (also
+    `node_id`, `machine_rank`) or the name the file computes the global rank
+    from (`rank = args.nr * args.gpus + gpu` makes `args.nr == 0` a node test)
+    holds on every process of that node. `local_rank == 0` and
+    `rank % ngpus_per_node == 0` are taken as rank tests.
 
     ## Why is this bad?
     Every rank runs the same script. Unguarded, all N ranks write the same file at
@@ -33,7 +52,8 @@ class SaveNotRankGuarded(Rule):
 
     ## Known problems
     Rank tests are recognised by name (`rank`, `main_process`, `master`); a guard
-    spelled differently (`if not args.worker:`) is not. Saving one file per rank
+    spelled differently (`if not args.worker:`) is not. A helper of another module
+    is followed one call deep. Saving one file per rank
     (`f"ckpt_{rank}.pt"`) is legitimate; silence such a line with `# noqa: TRN712`.
 
     ## Example
@@ -116,6 +136,46 @@ class SaveNotRankGuarded(Rule):
                 init_process_group(backend="nccl", rank=rank, world_size=world_size)
                 Trainer().train(10)
             """),
+        # A helper of another module that guards itself, and one called only under a rank test.
+        Valid("""
+            import torch
+            import torch.distributed as dist
+            from utils import save_on_master, save_checkpoint
+            def main(gpu, args):
+                rank = args.nr * args.gpus + gpu
+                dist.init_process_group("nccl", rank=rank, world_size=args.world_size)
+                save_on_master(model.state_dict(), "ckpt.pt")
+                if rank == 0:
+                    save_checkpoint(model, "last.pt")
+            """, files={"utils.py": """
+            import torch
+            import torch.distributed as dist
+            def save_on_master(state, path):
+                if dist.get_rank() != 0:
+                    return
+                torch.save(state, path)
+            def save_checkpoint(model, path):
+                torch.save(model.state_dict(), path)
+            """}),
+        # The node index together with the local rank: one process in all.
+        Valid("""
+            import torch
+            import torch.distributed as dist
+            def main(args):
+                dist.init_process_group("nccl")
+                if args.node_rank == 0 and args.local_rank == 0:
+                    torch.save(model.state_dict(), "model.pt")
+            """),
+        # pytorch/examples imagenet: the node index turned into the global rank in place.
+        Valid("""
+            import torch
+            import torch.distributed as dist
+            def main_worker(gpu, ngpus_per_node, args):
+                args.rank = args.rank * ngpus_per_node + gpu
+                dist.init_process_group(backend="nccl", world_size=args.world_size, rank=args.rank)
+                if args.rank % ngpus_per_node == 0:
+                    torch.save(state, "checkpoint.pth.tar")
+            """),
         # No process group: a single-process script.
         Valid("""
             import torch
@@ -150,14 +210,62 @@ class SaveNotRankGuarded(Rule):
                     if epoch % 2 == 0:
                         torch.save(model.state_dict(), "ckpt.pt")
             """, line=7),
+        # SimCLR: the guard tests the node index (rank = nr * gpus + gpu), so each process of node 0 saves.
+        Invalid("""
+            import torch
+            import torch.distributed as dist
+            def main(gpu, args):
+                rank = args.nr * args.gpus + gpu
+                dist.init_process_group("nccl", rank=rank, world_size=args.world_size)
+                for epoch in range(args.epochs):
+                    train(model)
+                    if args.nr == 0 and epoch % 10 == 0:
+                        torch.save(model.state_dict(), f"checkpoint_{epoch}.tar")
+            """, line=9, column=13),
+        # SimCLR: the final save_model(...) of model.py runs on every rank.
+        Invalid("""
+            import torch
+            import torch.distributed as dist
+            import torch.multiprocessing as mp
+            from model import save_model
+            def main(gpu, args):
+                rank = args.nr * args.gpus + gpu
+                if args.nodes > 1:
+                    dist.init_process_group("nccl", rank=rank, world_size=args.world_size)
+                train(model)
+                save_model(args, model, optimizer)
+            if __name__ == "__main__":
+                mp.spawn(main, args=(args,), nprocs=args.gpus, join=True)
+            """, line=10, column=5, files={"model.py": """
+            import os
+            import torch
+            def save_model(args, model, optimizer):
+                out = os.path.join(args.model_path, "checkpoint_{}.tar".format(args.current_epoch))
+                if isinstance(model, torch.nn.DataParallel):
+                    torch.save(model.module.state_dict(), out)
+                else:
+                    torch.save(model.state_dict(), out)
+            """}),
+        Invalid("""
+            import torch
+            import torch.distributed as dist
+            def main(args):
+                dist.init_process_group("nccl")
+                train(model)
+                if args.node_rank == 0:
+                    torch.save(model.state_dict(), "model.pt")
+            """, line=7),
     ]
 
     def __init__(self, context) -> None:  # type: ignore[no-untyped-def]
         super().__init__(context)
         self.initialises = False
         self.guards = 0  # enclosing rank tests
+        self.tests: list[tuple[bool, Optional[str]]] = []  # per enclosing if: (a rank test, the node index tested)
+        self.node_indices: list[str] = []  # `args.nr` once the file computes `rank = args.nr * args.gpus + gpu`
         self.functions: list[list[Optional[str]]] = []  # [name, early-return seen] per enclosing def
-        self.saves: list[tuple[cst.Call, Optional[str]]] = []  # unguarded saves and their function
+        # unguarded saves, and calls of other modules' functions: (call, its function, callee, node test)
+        self.saves: list[tuple[cst.Call, Optional[str], Optional[str], Optional[str]]] = []
         self.unguarded_calls: set[str] = set()
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
@@ -166,14 +274,26 @@ class SaveNotRankGuarded(Rule):
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.functions.pop()
 
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if len(node.targets) == 1:
+            target = dotted_name(node.targets[0].target)
+            found = node_index_of(target, node.value) if target else None
+            if found and found not in self.node_indices:
+                self.node_indices.append(found)
+
     def visit_If(self, node: cst.If) -> None:
-        if is_rank_test(source_of(self.context, node.test)):
+        test = source_of(self.context, node.test)
+        rank = is_rank_test(test, self.node_indices)
+        nodes = None if rank else next(iter(node_tests(test, self.node_indices)), None)
+        self.tests.append((rank, test if nodes else None))
+        if rank:
             self.guards += 1
-            if self.functions and _returns(node.body):
+            if self.functions and returns_early(node.body):
                 self.functions[-1][1] = "early-return"  # `if rank != 0: return` guards the rest
 
     def leave_If(self, original_node: cst.If) -> None:
-        if is_rank_test(source_of(self.context, original_node.test)):
+        rank, _ = self.tests.pop()
+        if rank:
             self.guards -= 1
 
     def visit_Call(self, node: cst.Call) -> None:
@@ -185,9 +305,13 @@ class SaveNotRankGuarded(Rule):
         guarded = self.guards > 0 or any(f[1] for f in self.functions)
         if guarded:
             return
-        if qual == _SAVE:
-            self.saves.append((node, self.functions[-1][0] if self.functions else None))
+        function = self.functions[-1][0] if self.functions else None
+        node_test = next((test for _, test in reversed(self.tests) if test), None)
+        if qual == SAVE:
+            self.saves.append((node, function, None, node_test))
             return
+        if qual and "." in qual and not qual.startswith("torch."):
+            self.saves.append((node, function, qual, node_test))  # `save_model(...)` from another module
         if isinstance(node.func, (cst.Name, cst.Attribute)):
             name = node.func.value if isinstance(node.func, cst.Name) else node.func.attr.value
             self.unguarded_calls.add(name)
@@ -197,15 +321,12 @@ class SaveNotRankGuarded(Rule):
     def leave_Module(self, original_node: cst.Module) -> None:
         if not self.initialises:
             return
-        for call, function in self.saves:
-            if function is None or function in self.unguarded_calls:
-                self.report(call)
-
-
-def _returns(body: cst.BaseSuite) -> bool:
-    statements = body.body if isinstance(body, cst.IndentedBlock) else [body]
-    for statement in statements:
-        small = statement.body if isinstance(statement, cst.SimpleStatementLine) else []
-        if any(isinstance(s, cst.Return) for s in small):
-            return True
-    return False
+        for call, function, helper, node_test in self.saves:
+            if function is not None and function not in self.unguarded_calls:
+                continue
+            message = _NODE_GUARD.format(node_test) if node_test else None
+            if helper is None:
+                self.report(call, message)
+            else:
+                name = helper.rsplit(".", 1)[-1]
+                self.report_if(Condition("saves", helper), call, message or _HELPER.format(name, helper))
