@@ -13,11 +13,16 @@ from pytest_traincheck.harness.runner import prepare, run_check  # noqa: E402
 
 @pytest.mark.parametrize("device", ["tpu0", f"cuda:{torch.cuda.device_count() + 7}"])
 def test_an_unusable_device_is_a_setup_error(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        pytest.skip("without CUDA a cuda device is a skip (CPU CI); an index beyond the GPUs needs CUDA")
     result = run_check("TRN601", prepare(ex.setup()), device=device)
     assert result.verdict is Verdict.ERROR, (result.verdict, result.message)
     assert "setup error" in result.message and device in result.message, result.message
+
+
+def test_a_bare_cuda_without_cuda_is_a_skip_not_an_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_check("TRN601", prepare(ex.setup()), device="cuda")
+    assert result.verdict is Verdict.SKIP and "CUDA is not available" in result.message, result.message
 
 
 def _meta_model() -> torch.nn.Module:

@@ -114,7 +114,7 @@ def device_problem(device: Optional[str]) -> Optional[str]:
         dev = torch.device(device)
     except RuntimeError as exc:
         return f"invalid device {device!r}: {exc}"
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda" and dev.index is None and not torch.cuda.is_available():
         return f"device {device!r} requested but CUDA is not available (torch.cuda.is_available() is False)"
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         return f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
@@ -174,7 +174,8 @@ def _run_seeds(check: Check, data: SetupData, seed: int, device: Optional[str],
     unusable = device_problem(device)
     if unusable is not None and "CUDA is not available" not in unusable:
         # A device name torch rejects, or a CUDA index this machine lacks: every check would fail the
-        # same way, so one clear setup error, not a silent skip. (No CUDA at all stays a skip: CPU CI.)
+        # same way, so one clear setup error, not a silent skip. (A bare `cuda` without CUDA stays a
+        # skip, so that setups written for a GPU still collect on CPU CI; `cuda:N` names a device.)
         return _error(check, SetupError(unusable))
     skip = _skip_reason(check, data.training, device)
     if skip is not None:
