@@ -58,23 +58,34 @@ def test_a_deeply_nested_entry_is_a_miss(tmp_path: Path, monkeypatch: pytest.Mon
     assert _run(tmp_path) == cold
 
 
-def test_the_key_follows_the_installed_torch_when_trn208_reads_its_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.metadata
-
+def test_the_key_follows_the_installed_torch_when_trn208_reads_its_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_traincheck.lint import cache
 
-    real_version = importlib.metadata.version
-
     def keys() -> tuple[str, str]:
-        getattr(getattr(cache, "installed_torch", None), "cache_clear", lambda: None)()
+        cache.installed_torch.cache_clear()
         return (cache.entry_key("a.py", b"x", engine.Settings(("TRN208",))),
                 cache.entry_key("a.py", b"x", engine.Settings(("TRN901",))))
 
     before = keys()
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "99.0" if name == "torch" else real_version(name))
+    (tmp_path / "torch-99.0.dist-info").mkdir()  # another torch, found first on the path
+    monkeypatch.syspath_prepend(str(tmp_path))
     after = keys()
+    assert cache.installed_torch() == "99.0"
     monkeypatch.undo()
     keys()  # leave the real version cached for the tests that follow
     assert before[0] != after[0]  # TRN208 consults the installed torch for names the table lacks
     assert before[1] == after[1]  # other rules do not read it
+
+
+def test_the_installed_torch_is_the_version_importlib_metadata_reports() -> None:
+    import importlib.metadata
+
+    from pytest_traincheck.lint import cache
+
+    cache.installed_torch.cache_clear()
+    try:
+        expected = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        expected = "none"
+    assert cache.installed_torch() == expected
