@@ -1,4 +1,4 @@
-"""A small CNN: one Conv+BN pair keeps its redundant bias, and a view follows a permute."""
+"""A small CNN: one Conv+BN pair keeps its redundant bias, and a view merges axes a transpose reversed."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +23,6 @@ class ConvNet(nn.Module):
         x = self.conv2(x)
         x = F.relu(self.bn2(x))
         x = self.features(x)
-        x = x.permute(0, 2, 3, 1)
+        x = x.transpose(1, 3)  # (N, W, H, C): the spatial axes now run in reverse order
         x = x.view(x.size(0), -1, 32).mean(1)
         return self.head(x)

@@ -125,6 +125,12 @@ class UnknownTorchApi(Rule):
             except ImportError:
                 FancyAttention = None
             """),
+        # Feature detection inside one expression (an accelerator plugin's availability test).
+        Valid("""
+            import torch
+            def neuron_available():
+                return hasattr(torch, "neuron") and torch.neuron.is_available()
+            """),
         # Not torch: a local object that happens to be called torch-like.
         # Annotations: `torch.Device` exists only in the type stubs.
         Valid("""
@@ -191,6 +197,17 @@ class UnknownTorchApi(Rule):
         self._enter_test(node.test)
 
     def leave_IfExp(self, original_node: cst.IfExp) -> None:
+        self._guards -= self._tests.pop()
+
+    def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
+        # `hasattr(torch, "neuron") and torch.neuron.is_available()`: the right side runs only when
+        # the left one found the name.
+        if isinstance(node.operator, cst.And):
+            self._enter_test(node.left)
+        else:
+            self._tests.append(False)
+
+    def leave_BooleanOperation(self, original_node: cst.BooleanOperation) -> None:
         self._guards -= self._tests.pop()
 
     def _enter_test(self, test: cst.BaseExpression) -> None:

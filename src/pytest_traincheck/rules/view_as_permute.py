@@ -41,6 +41,13 @@ class ViewAsPermute(Rule):
     slicing, as it does in torch: `pred.t().eq(target)[:k].view(-1)` (the old
     top-k accuracy helper of many training scripts) raises on current PyTorch.
 
+    A view that merges axes which stay consecutive and in order is valid on a
+    permuted tensor (`x.permute(0, 2, 3, 1).view(1, -1, dim)` merges the
+    original axes 2 and 3, which `view` accepts), so when `permute`'s axes are
+    written out (or a `transpose` of two literal axes), only a view with fewer
+    sizes than the order has unbroken runs is reported: it raises unless an
+    axis has size 1.
+
     Only views that visibly merge axes are reported: a `-1` or a product among
     the sizes, at most two sizes, or fewer sizes than `permute` has axes.
     Splitting a single axis is valid on a transposed tensor (torch's own
@@ -111,6 +118,19 @@ class ViewAsPermute(Rule):
             """),
         # Identity permute.
         Valid("y = x.permute(0, 1, 2).view(b, -1)\n"),
+        # Merging axes that stay consecutive and in order is valid on a permuted tensor: channels-last
+        # position embeddings (many vision transformers) merge the height and width axes, 2 and 3.
+        Valid("""
+            def resize(pos, dim, h, w):
+                pos = nn.functional.interpolate(pos, size=(h, w), mode="bicubic")
+                return pos.permute(0, 2, 3, 1).view(1, -1, dim)
+            """),
+        Valid("w = static_weight.float().T.view(heads, -1, kernel)\n"),  # adds a unit axis, merges nothing
+        Valid("""
+            def tokens(x, b):
+                y = x.transpose(2, 3)
+                return y.view(b * 2, 3, 4, 5)
+            """),
         # Splitting one axis of a transposed tensor is valid (torchvision's MViT).
         Valid("""
             rel = torch.matmul(r_q, rt.transpose(1, 2)).transpose(0, 1)
@@ -231,6 +251,7 @@ class ViewAsPermute(Rule):
             for name in names:
                 self.scopes[-1][name] = moved and isinstance(target.target, cst.Name)
                 self.scopes[-1]["#ndim:" + name] = _ndim(original_node.value) if moved else None
+                self.scopes[-1]["#perms:" + name] = self._perms(original_node.value) if moved else None
             self._forget(names)
             unpacked = _unpacked_shape(target.target, original_node.value)
             if unpacked is not None:
@@ -275,7 +296,9 @@ class ViewAsPermute(Rule):
             ndim = _ndim(base)
         else:
             return
-        if func.attr.value == "view_as" or _merges(node, ndim):
+        if func.attr.value == "view_as":
+            self.report(node)
+        elif _merges(node, ndim) and not _may_merge(self._perms(base), node):
             self.report(node)
 
     def _check_reordered(self, node: cst.Call, func: cst.Attribute) -> None:
@@ -297,6 +320,38 @@ class ViewAsPermute(Rule):
         if positions != sorted(positions):
             self.report(node, _REORDERED.format(method=func.attr.value, sizes=", ".join(
                 self.context.module.code_for_node(s) for s in sizes), shape=shape))
+
+    def _perms(self, expr: cst.BaseExpression) -> Optional[list[list[int]]]:
+        """Return the axis orders ``expr`` may have (``permute(0, 2, 1)`` -> [[0, 2, 1]]), or None if unknown."""
+        if isinstance(expr, cst.Name):
+            known = self.scopes[-1].get("#perms:" + expr.value)
+            return known if isinstance(known, list) else None
+        if isinstance(expr, cst.Attribute) and expr.attr.value in ("T", "H"):
+            return [[1, 0]]  # a matrix's transpose (`.T` of other ranks is deprecated)
+        if isinstance(expr, cst.Attribute) and expr.attr.value in ("mT", "mH"):
+            return [list(range(n - 2)) + [n - 1, n - 2] for n in range(2, 10)]  # the last two axes swapped
+        if isinstance(expr, cst.Subscript):
+            slices = all(isinstance(e.slice, cst.Slice) for e in expr.slice)
+            return self._perms(expr.value) if slices else None  # an integer index drops an axis
+        if not isinstance(expr, cst.Call) or not isinstance(expr.func, cst.Attribute):
+            return None
+        method = expr.func.attr.value
+        if method in _KEEPS_LAYOUT:
+            return self._perms(expr.func.value)
+        dims = _permute_dims(expr) if not any(a.star for a in expr.args) else [None]
+        if method == "permute" and None not in dims and sorted(dims) == list(range(len(dims))):
+            return [dims]  # type: ignore[list-item]
+        if method in ("transpose", "swapaxes", "swapdims") and len(dims) == 2 and None not in dims:
+            i, j = sorted(dims)  # type: ignore[type-var]
+            orders = []
+            for ndim in range(j + 1, j + 9):  # the rank is unknown: at least j + 1 axes
+                order = list(range(ndim))
+                order[i], order[j] = order[j], order[i]
+                orders.append(order)
+            return orders
+        if method == "t" and not expr.args:
+            return [[1, 0]]
+        return None
 
     def _moves_axes(self, expr: cst.BaseExpression) -> bool:
         """Return True if ``expr`` is a tensor whose axes were moved, directly or through layout-keeping ops."""
@@ -390,6 +445,35 @@ def _merges(view: cst.Call, ndim: Optional[int]) -> bool:
     minus_one = any(isinstance(s, cst.UnaryOperation) and isinstance(s.operator, cst.Minus) for s in sizes)
     product = any(isinstance(s, cst.BinaryOperation) and isinstance(s.operator, cst.Multiply) for s in sizes)
     return minus_one or product or len(sizes) <= 2 or (ndim is not None and len(sizes) < ndim)
+
+
+def _may_merge(orders: Optional[list[list[int]]], view: cst.Call) -> bool:
+    """True if a view with this many sizes could merge the moved axes without raising.
+
+    A merged run of axes is valid on a permuted tensor only when the run's original axes are
+    consecutive and in order (``permute(0, 2, 3, 1).view(1, -1, dim)`` merges axes 2 and 3, which
+    `view` accepts). Every break in the order must therefore fall between two of the view's sizes:
+    with more breaks than gaps between sizes, the view raises (unless an axis has size 1). A view
+    with as many sizes as axes, or more, may split axes as well, so it is given the benefit of the doubt.
+    """
+    if not orders or any(a.star for a in view.args):
+        return False
+    sizes = [a.value for a in view.args]
+    if len(sizes) == 1 and isinstance(sizes[0], (cst.Tuple, cst.List)):
+        sizes = [e.value for e in sizes[0].elements]
+    # A product of k sizes merges at least k axes, and `-1` is taken to merge two: a transposed
+    # tensor of unknown rank has at least that many axes (`y.transpose(1, 2).view(b, t, -1)`).
+    least = len(sizes) + sum(len(_factors(s)) - 1 for s in sizes if len(_factors(s)) > 1) \
+        + any(isinstance(s, cst.UnaryOperation) and isinstance(s.operator, cst.Minus) for s in sizes)
+    for order in orders:
+        if len(orders) > 1 and len(order) < least:
+            continue  # a rank this view rules out
+        if len(sizes) >= len(order):
+            return True
+        breaks = sum(1 for a, b in zip(order, order[1:]) if b != a + 1)
+        if breaks <= len(sizes) - 1:
+            return True
+    return False
 
 
 def _identity(call: cst.Call) -> bool:
